@@ -1,0 +1,175 @@
+"""Shared fixtures: a live wsgibridge server on 127.0.0.1 and raw-socket helpers."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from wsgibridge import WSGIServer, make_server
+from wsgibridge.response import WSGIApp
+
+
+@contextlib.contextmanager
+def running_server(app: WSGIApp, **options: Any) -> Iterator[WSGIServer]:
+    """A wsgibridge server on 127.0.0.1:<free port>, serving in a thread, stopped after."""
+    options.setdefault("host", "127.0.0.1")
+    options.setdefault("port", 0)
+    options.setdefault("timeout", 5.0)
+    options.setdefault("graceful_timeout", 2.0)
+    server = make_server(app, **options)
+    thread = threading.Thread(target=server.serve_forever, name="test-server", daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+        assert not thread.is_alive()
+
+
+ServerFactory = Callable[..., WSGIServer]
+
+
+@pytest.fixture
+def serve() -> Iterator[ServerFactory]:
+    """``serve(app, **config)`` starts a live server; all are stopped at teardown."""
+    with contextlib.ExitStack() as stack:
+
+        def start(app: WSGIApp, **options: Any) -> WSGIServer:
+            return stack.enter_context(running_server(app, **options))
+
+        yield start
+
+
+def connect(server: WSGIServer, timeout: float = 5.0) -> socket.socket:
+    """A TCP connection to ``server``."""
+    return socket.create_connection((server.host, server.port), timeout=timeout)
+
+
+def recv_all(sock: socket.socket, limit: int = 10 * 1024 * 1024) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    chunks = []
+    total = 0
+    while total < limit:
+        data = sock.recv(65536)
+        if not data:
+            break
+        chunks.append(data)
+        total += len(data)
+    return b"".join(chunks)
+
+
+def exchange(server: WSGIServer, raw: bytes, timeout: float = 5.0) -> bytes:
+    """Send ``raw``, half-close, return all bytes until the server closes."""
+    with connect(server, timeout) as sock:
+        sock.sendall(raw)
+        sock.shutdown(socket.SHUT_WR)
+        return recv_all(sock)
+
+
+class RawResponse:
+    """One HTTP/1.x response parsed off a socket (status, headers, body)."""
+
+    def __init__(self, status: int, reason: str, headers: list[tuple[str, str]], body: bytes):
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self.body = body
+
+    def header(self, name: str) -> str | None:
+        values = [v for k, v in self.headers if k.lower() == name.lower()]
+        return ",".join(values) if values else None
+
+    def __repr__(self) -> str:
+        return f"<RawResponse {self.status} {self.headers} {self.body[:80]!r}>"
+
+
+class ResponseReader:
+    """Reads successive responses from one connection (keep-alive, pipelining)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = b""
+        self.closed = False
+
+    def _fill(self) -> bool:
+        data = self.sock.recv(65536)
+        if not data:
+            self.closed = True
+            return False
+        self.buffer += data
+        return True
+
+    def _line(self) -> bytes:
+        while b"\r\n" not in self.buffer:
+            if not self._fill():
+                raise EOFError("connection closed mid-line")
+        line, self.buffer = self.buffer.split(b"\r\n", 1)
+        return line
+
+    def _exact(self, n: int) -> bytes:
+        while len(self.buffer) < n:
+            if not self._fill():
+                raise EOFError("connection closed mid-body")
+        data, self.buffer = self.buffer[:n], self.buffer[n:]
+        return data
+
+    def read_response(self, method: str = "GET") -> RawResponse:
+        status_line = self._line().decode("latin-1")
+        version, code, reason = (status_line.split(" ", 2) + [""])[:3]
+        assert version == "HTTP/1.1", status_line
+        headers = []
+        while True:
+            line = self._line()
+            if not line:
+                break
+            name, _, value = line.decode("latin-1").partition(":")
+            headers.append((name, value.strip()))
+        response = RawResponse(int(code), reason, headers, b"")
+        status = int(code)
+        if method == "HEAD" or status < 200 or status in (204, 304):
+            return response
+        te = response.header("Transfer-Encoding")
+        cl = response.header("Content-Length")
+        if te is not None:
+            assert te == "chunked"
+            body = b""
+            while True:
+                size = int(self._line().split(b";")[0], 16)
+                if size == 0:
+                    while self._line():
+                        pass
+                    break
+                body += self._exact(size)
+                assert self._exact(2) == b"\r\n"
+            response.body = body
+        elif cl is not None:
+            response.body = self._exact(int(cl))
+        else:
+            while self._fill():
+                pass
+            response.body, self.buffer = self.buffer, b""
+        return response
+
+    def at_eof(self) -> bool:
+        """True if the server has closed the connection with nothing more to read."""
+        if self.buffer:
+            return False
+        try:
+            return not self._fill()
+        except (ConnectionResetError, TimeoutError):
+            return True
+
+
+def simple_app(body: bytes = b"Hello, World!") -> WSGIApp:
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [body]
+
+    return app

@@ -1,0 +1,106 @@
+"""wsgi.input streams over an in-memory rfile: bounds, EOF, disconnects, draining."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from wsgibridge.body import ContentLengthInput
+from wsgibridge.errors import ClientDisconnected
+
+NEXT = b"GET /next HTTP/1.1\r\n\r\n"
+
+
+def stream(body: bytes, length: int | None = None, after: bytes = NEXT) -> tuple[
+    ContentLengthInput, io.BufferedReader
+]:
+    rfile = io.BufferedReader(io.BytesIO(body + after))
+    return ContentLengthInput(rfile, len(body) if length is None else length), rfile
+
+
+def test_read_all_stops_at_body_end() -> None:
+    body, rfile = stream(b"hello world")
+    assert body.read() == b"hello world"
+    assert body.read() == b""
+    assert body.read(10) == b""
+    assert rfile.read() == NEXT
+
+
+def test_read_n_in_pieces() -> None:
+    body, rfile = stream(b"abcdefghij")
+    assert body.read(3) == b"abc"
+    assert body.read(0) == b""
+    assert body.read(100) == b"defghij"
+    assert body.read(1) == b""
+    assert rfile.read() == NEXT
+
+
+def test_readline_and_limit() -> None:
+    body, rfile = stream(b"line one\nline two\nlast")
+    assert body.readline() == b"line one\n"
+    assert body.readline(4) == b"line"
+    assert body.readline() == b" two\n"
+    assert body.readline() == b"last"
+    assert body.readline() == b""
+    assert rfile.read() == NEXT
+
+
+def test_readlines_and_iteration() -> None:
+    body, _ = stream(b"a\nb\nc")
+    assert body.readlines() == [b"a\n", b"b\n", b"c"]
+    body, _ = stream(b"a\nb\nc")
+    assert list(body) == [b"a\n", b"b\n", b"c"]
+    body, _ = stream(b"a\nb\nc")
+    assert body.readlines(1) == [b"a\n"]
+
+
+def test_disconnect_mid_body_raises() -> None:
+    """A cut-off upload must never look complete to the app."""
+    body, _ = stream(b"short", length=100, after=b"")
+    with pytest.raises(ClientDisconnected):
+        body.read()
+    body, _ = stream(b"no newline", length=100, after=b"")
+    with pytest.raises(ClientDisconnected):
+        body.readline()
+
+
+def test_first_read_callback_once_and_lazily() -> None:
+    calls: list[int] = []
+    rfile = io.BufferedReader(io.BytesIO(b"abcdef"))
+    body = ContentLengthInput(rfile, 6, lambda: calls.append(1))
+    assert calls == [] and not body.started
+    body.read(2)
+    body.readline()
+    assert calls == [1] and body.started
+
+
+def test_no_callback_for_empty_body() -> None:
+    calls: list[int] = []
+    body = ContentLengthInput(io.BufferedReader(io.BytesIO(b"")), 0, lambda: calls.append(1))
+    assert body.read() == b""
+    assert calls == [] and body.started
+
+
+def test_drain_within_cap() -> None:
+    body, rfile = stream(b"x" * 1000)
+    body.read(10)
+    assert body.drain(limit=2000)
+    assert rfile.read() == NEXT
+
+
+def test_drain_refuses_past_cap() -> None:
+    body, _ = stream(b"x" * 1000)
+    assert not body.drain(limit=100)
+
+
+def test_drain_refuses_when_continue_not_sent() -> None:
+    """The client may be waiting for 100 Continue and never send the body."""
+    rfile = io.BufferedReader(io.BytesIO(b"abc"))
+    body = ContentLengthInput(rfile, 3, lambda: None)
+    assert not body.drain(limit=1000)
+
+
+def test_drain_short_body_fails() -> None:
+    body, _ = stream(b"abc", length=10, after=b"")
+    assert not body.drain(limit=1000)

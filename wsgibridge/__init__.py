@@ -1,0 +1,37 @@
+"""wsgibridge: a strict, keep-alive WSGI server on the standard library's ``http.server``.
+
+The public API is exactly ``__all__``; everything else is internal.
+"""
+
+__version__ = "0.1.0"
+
+from .config import Config
+from .errors import (
+    AppError,
+    BadRequest,
+    ClientDisconnected,
+    HTTPError,
+    ResponseHeaderError,
+    WSGIBridgeError,
+)
+from .filewrapper import FileWrapper
+from .handler import WSGIRequestHandler
+from .response import ResponseWriter
+from .server import WSGIServer, make_server, serve
+
+__all__ = [
+    "AppError",
+    "BadRequest",
+    "ClientDisconnected",
+    "Config",
+    "FileWrapper",
+    "HTTPError",
+    "ResponseHeaderError",
+    "ResponseWriter",
+    "WSGIBridgeError",
+    "WSGIRequestHandler",
+    "WSGIServer",
+    "__version__",
+    "make_server",
+    "serve",
+]

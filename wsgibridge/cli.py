@@ -1,0 +1,189 @@
+"""The ``wsgibridge`` command: ``wsgibridge [options] module:app``.
+
+Every option is generated from a :class:`~wsgibridge.config.Config` field, so
+the command line and the Python API accept the same names.  This is the only
+module that prints to the terminal or decides an exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from . import __version__
+from .config import Config, config_fields
+from .response import WSGIApp
+from .server import serve as default_serve
+
+EXIT_USAGE = 2
+
+
+class AppImportError(Exception):
+    """The ``module:app`` argument does not name a WSGI application."""
+
+
+def _type_name(annotation: Any) -> str:
+    return annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "str")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser, one option per Config field."""
+    parser = argparse.ArgumentParser(
+        prog="wsgibridge",
+        description="Serve a WSGI application over HTTP/1.1 with the standard library.",
+    )
+    parser.add_argument(
+        "app",
+        help="the application as module:attribute, or module:factory() to call a factory",
+    )
+    defaults = Config()
+    for field in config_fields():
+        flag = "--" + field.name.replace("_", "-")
+        default = getattr(defaults, field.name)
+        help_text = f"{field.metadata['help']} (default: {default!r})"
+        kind = _type_name(field.type)
+        extra: dict[str, Any] = {}
+        if "choices" in field.metadata:
+            extra["choices"] = field.metadata["choices"]
+        if kind == "bool":
+            parser.add_argument(
+                flag,
+                dest=field.name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=help_text,
+            )
+        else:
+            converter: Callable[[str], Any] = {"int": int, "float": float}.get(kind, str)
+            parser.add_argument(
+                flag,
+                dest=field.name,
+                type=converter,
+                default=None,
+                metavar=field.name.upper(),
+                help=help_text,
+                **extra,
+            )
+    parser.add_argument("--version", action="version", version=f"wsgibridge {__version__}")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """A Config from parsed arguments; options not given keep their defaults."""
+    values = {
+        field.name: getattr(args, field.name)
+        for field in config_fields()
+        if getattr(args, field.name, None) is not None
+    }
+    return Config(**values)
+
+
+def load_app(spec: str) -> WSGIApp:
+    """Import ``module:attribute`` (dotted attributes allowed) or call ``module:factory(...)``.
+
+    Without ``:attribute``, the module's ``application`` or ``app`` is used.
+    """
+    module_name, _, attribute = spec.partition(":")
+    if not module_name:
+        raise AppImportError(f"no module in {spec!r}; expected module:app")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise AppImportError(f"cannot import module {module_name!r}: not found") from exc
+        raise AppImportError(f"importing {module_name!r} failed: {exc!r}") from exc
+    except Exception as exc:
+        raise AppImportError(f"importing {module_name!r} failed: {exc!r}") from exc
+    call: ast.Call | None = None
+    if attribute.endswith(")"):
+        try:
+            expression = ast.parse(attribute, mode="eval").body
+        except SyntaxError as exc:
+            raise AppImportError(f"cannot parse {attribute!r} as a factory call") from exc
+        if not isinstance(expression, ast.Call):
+            raise AppImportError(f"{attribute!r} is not a factory call")
+        call = expression
+        attribute = ast.unparse(expression.func)
+    names = attribute.split(".") if attribute else []
+    if not names:
+        names = ["application"] if hasattr(module, "application") else ["app"]
+    target: Any = module
+    for name in names:
+        if not name.isidentifier():
+            raise AppImportError(f"{attribute!r} is not an attribute name")
+        try:
+            target = getattr(target, name)
+        except AttributeError:
+            raise AppImportError(
+                f"module {module_name!r} has no attribute {'.'.join(names)!r}"
+            ) from None
+    if call is not None:
+        try:
+            args = [ast.literal_eval(arg) for arg in call.args]
+            kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords if kw.arg}
+        except ValueError as exc:
+            raise AppImportError("factory arguments must be Python literals") from exc
+        try:
+            target = target(*args, **kwargs)
+        except Exception as exc:
+            raise AppImportError(f"calling {spec.partition(':')[2]} failed: {exc!r}") from exc
+    if not callable(target):
+        raise AppImportError(f"{spec!r} is not callable, so it is not a WSGI application")
+    app: WSGIApp = target
+    return app
+
+
+def configure_logging(level: str) -> None:
+    """Error and lifecycle messages with a level prefix; access lines as they are."""
+    numeric = getattr(logging, level.upper())
+    root = logging.getLogger("wsgibridge")
+    root.setLevel(numeric)
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("[%(asctime)s] %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+    access = logging.getLogger("wsgibridge.access")
+    if not access.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        access.addHandler(handler)
+        access.propagate = False
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    serve: Callable[..., None] = default_serve,
+) -> int:
+    """Run the command line; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:
+        parser.print_usage(sys.stderr)
+        print(f"wsgibridge: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        app = load_app(args.app)
+    except AppImportError as exc:
+        print(f"wsgibridge: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    configure_logging(config.log_level)
+    try:
+        serve(app, config=config)
+    except OSError as exc:
+        print(
+            f"wsgibridge: error: cannot listen on {config.host}:{config.port}: {exc}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0

@@ -1,0 +1,80 @@
+"""The exceptions wsgibridge raises, each carrying the HTTP status it maps to.
+
+::
+
+    WSGIBridgeError
+     ├── HTTPError                  the peer broke HTTP; ``status`` says how to answer
+     │    ├── BadRequest            400
+     │    ├── PayloadTooLarge       413
+     │    ├── URITooLong            414
+     │    ├── HeaderFieldsTooLarge  431
+     │    ├── ExpectationFailed     417
+     │    ├── NotImplementedByServer 501
+     │    └── VersionNotSupported   505
+     ├── ClientDisconnected         the client went away (also a ConnectionError)
+     └── AppError                   the application broke PEP 3333 (answered with 500)
+          └── ResponseHeaderError   a status line or header the server refuses to send
+
+Only ``handler.py`` turns these into responses; it reads ``status`` rather
+than keeping a table of its own.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+
+class WSGIBridgeError(Exception):
+    """Base class of every exception raised by wsgibridge."""
+
+
+class HTTPError(WSGIBridgeError):
+    """A request the server refuses; ``status`` is the response to send."""
+
+    status: HTTPStatus = HTTPStatus.BAD_REQUEST
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class BadRequest(HTTPError):
+    status = HTTPStatus.BAD_REQUEST
+
+
+class PayloadTooLarge(HTTPError):
+    status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+
+
+class URITooLong(HTTPError):
+    status = HTTPStatus.REQUEST_URI_TOO_LONG
+
+
+class HeaderFieldsTooLarge(HTTPError):
+    status = HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE
+
+
+class ExpectationFailed(HTTPError):
+    status = HTTPStatus.EXPECTATION_FAILED
+
+
+class NotImplementedByServer(HTTPError):
+    status = HTTPStatus.NOT_IMPLEMENTED
+
+
+class VersionNotSupported(HTTPError):
+    status = HTTPStatus.HTTP_VERSION_NOT_SUPPORTED
+
+
+class ClientDisconnected(WSGIBridgeError, ConnectionError):
+    """The client closed the connection before the request body was complete."""
+
+
+class AppError(WSGIBridgeError):
+    """The WSGI application broke the PEP 3333 contract."""
+
+    status: HTTPStatus = HTTPStatus.INTERNAL_SERVER_ERROR
+
+
+class ResponseHeaderError(AppError, ValueError):
+    """The application gave a status or header that must not be sent."""
