@@ -81,6 +81,9 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
     """Serve each request on a connection by calling the server's WSGI app."""
 
     protocol_version = "HTTP/1.1"
+    # Until a request line is parsed, answers go out as HTTP/1.1 (http.server's
+    # default of HTTP/0.9 would send an error without a status line).
+    default_request_version = "HTTP/1.1"
     server_version = f"wsgibridge/{__version__}"
     # Collaborators a subclass may swap.
     writer_class: type[ResponseWriter] = ResponseWriter
@@ -140,6 +143,7 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
         self._status_code = 0
         self._body_bytes = 0
         self._expect_continue = False
+        self._writer: ResponseWriter | None = None
         self.requestline = ""
         self.request_version = self.default_request_version
         self.command = ""
@@ -185,7 +189,14 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
         return True
 
     def send_continue(self) -> None:
-        """Send the interim ``100 Continue`` (called on the app's first body read)."""
+        """Send the interim ``100 Continue`` (called on the app's first body read).
+
+        Not once the final response has started: an interim response inside
+        it would corrupt its framing (RFC 9110 §15.2).
+        """
+        writer = self._writer
+        if writer is not None and writer.headers_sent:
+            return
         self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     # -- running the app ----------------------------------------------------------------
@@ -268,6 +279,7 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
             expose_tracebacks=config.expose_tracebacks,
             describe=self.describe_request,
         )
+        self._writer = writer
         writer.respond(server.app, environ)
         self._status_code = writer.status_code
         self._body_bytes = writer.body_bytes
