@@ -122,7 +122,7 @@ class ResponseReader:
 
     def read_response(self, method: str = "GET") -> RawResponse:
         status_line = self._line().decode("latin-1")
-        version, code, reason = (status_line.split(" ", 2) + [""])[:3]
+        version, code, reason = [*status_line.split(" ", 2), ""][:3]
         assert version == "HTTP/1.1", status_line
         headers = []
         while True:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from typing import BinaryIO
 
 import pytest
 
@@ -12,9 +13,9 @@ from wsgibridge.errors import ClientDisconnected
 NEXT = b"GET /next HTTP/1.1\r\n\r\n"
 
 
-def stream(body: bytes, length: int | None = None, after: bytes = NEXT) -> tuple[
-    ContentLengthInput, io.BufferedReader
-]:
+def stream(
+    body: bytes, length: int | None = None, after: bytes = NEXT
+) -> tuple[ContentLengthInput, BinaryIO]:
     rfile = io.BufferedReader(io.BytesIO(body + after))
     return ContentLengthInput(rfile, len(body) if length is None else length), rfile
 

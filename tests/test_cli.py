@@ -64,13 +64,25 @@ def test_every_config_field_is_an_option() -> None:
 def test_options_reach_the_config(appdir: Path) -> None:
     serve = FakeServe()
     code = main(
-        ["--host", "::1", "--port", "0", "--threads", "3", "--timeout", "2.5",
-         "--no-access-log", "--expose-tracebacks", "--url-prefix", "/app",
-         "cli_target_app:app"],
+        [
+            "--host",
+            "::1",
+            "--port",
+            "0",
+            "--threads",
+            "3",
+            "--timeout",
+            "2.5",
+            "--no-access-log",
+            "--expose-tracebacks",
+            "--url-prefix",
+            "/app",
+            "cli_target_app:app",
+        ],
         serve=serve,
     )
     assert code == 0
-    (app, config), = serve.calls
+    ((_, config),) = serve.calls
     assert config.host == "::1" and config.port == 0 and config.threads == 3
     assert config.timeout == 2.5 and config.access_log is False
     assert config.expose_tracebacks is True and config.url_prefix == "/app"
@@ -132,12 +144,18 @@ def test_listen_failure_exits_1(appdir: Path, capsys: pytest.CaptureFixture[str]
     assert "Address already in use" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv", [["-m", "wsgibridge"], ["-c", "from wsgibridge.cli import main; raise SystemExit(main())"]])
+@pytest.mark.parametrize(
+    "argv",
+    [["-m", "wsgibridge"], ["-c", "from wsgibridge.cli import main; raise SystemExit(main())"]],
+)
 def test_module_entry_point_reports_import_error(argv: list[str], tmp_path: Path) -> None:
     """``python -m wsgibridge`` is the same command; a bad app exits 2 with one line."""
     proc = subprocess.run(
         [sys.executable, *argv, "nonexistent_module_q:app"],
-        capture_output=True, text=True, timeout=30, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=tmp_path,
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
@@ -147,8 +165,15 @@ def test_module_entry_point_reports_import_error(argv: list[str], tmp_path: Path
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"port": 70000}, {"threads": 0}, {"timeout": 0}, {"url_prefix": "app"},
-     {"url_prefix": "/app/"}, {"log_level": "loud"}, {"max_drain_bytes": -1}],
+    [
+        {"port": 70000},
+        {"threads": 0},
+        {"timeout": 0},
+        {"url_prefix": "app"},
+        {"url_prefix": "/app/"},
+        {"log_level": "loud"},
+        {"max_drain_bytes": -1},
+    ],
 )
 def test_config_validation(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError):

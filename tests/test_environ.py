@@ -67,9 +67,19 @@ def test_decode_path_is_bytes_as_latin1(raw: str, decoded: str) -> None:
 def test_required_keys_and_types() -> None:
     """PEP 3333: every CGI key a native str, the wsgi.* keys present."""
     env = make("/x?y=1")
-    for key in ("REQUEST_METHOD", "SCRIPT_NAME", "PATH_INFO", "QUERY_STRING", "SERVER_NAME",
-                "SERVER_PORT", "SERVER_PROTOCOL", "REMOTE_ADDR", "REMOTE_PORT",
-                "REQUEST_URI", "RAW_URI"):
+    for key in (
+        "REQUEST_METHOD",
+        "SCRIPT_NAME",
+        "PATH_INFO",
+        "QUERY_STRING",
+        "SERVER_NAME",
+        "SERVER_PORT",
+        "SERVER_PROTOCOL",
+        "REMOTE_ADDR",
+        "REMOTE_PORT",
+        "REQUEST_URI",
+        "RAW_URI",
+    ):
         assert type(env[key]) is str, key
     assert env["wsgi.version"] == (1, 0)
     assert env["wsgi.url_scheme"] == "http"
@@ -92,8 +102,16 @@ def test_no_process_environment_leaks(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_headers_map_to_http_keys_and_repeat_joined() -> None:
-    env = make(headers=[("Host", "h"), ("Accept", "a"), ("accept", "b"),
-                        ("Cookie", "a=1"), ("Cookie", "b=2"), ("X-Custom-Thing", "v")])
+    env = make(
+        headers=[
+            ("Host", "h"),
+            ("Accept", "a"),
+            ("accept", "b"),
+            ("Cookie", "a=1"),
+            ("Cookie", "b=2"),
+            ("X-Custom-Thing", "v"),
+        ]
+    )
     assert env["HTTP_HOST"] == "h"
     assert env["HTTP_ACCEPT"] == "a,b"
     assert env["HTTP_COOKIE"] == "a=1; b=2"
@@ -108,8 +126,9 @@ def test_underscore_names_are_dropped() -> None:
 
 
 def test_content_headers_without_http_prefix() -> None:
-    env = make(headers=[("Content-Type", "text/plain"), ("Content-Length", "5")],
-               content_length="5")
+    env = make(
+        headers=[("Content-Type", "text/plain"), ("Content-Length", "5")], content_length="5"
+    )
     assert env["CONTENT_TYPE"] == "text/plain"
     assert env["CONTENT_LENGTH"] == "5"
     assert "HTTP_CONTENT_TYPE" not in env and "HTTP_CONTENT_LENGTH" not in env
@@ -122,8 +141,12 @@ def test_content_length_only_from_validated_framing() -> None:
 
 @pytest.mark.parametrize(
     ("target", "script", "path"),
-    [("/app/x", "/app", "/x"), ("/app", "/app", ""), ("/apple", "/app", "/apple"),
-     ("/other", "/app", "/other")],
+    [
+        ("/app/x", "/app", "/x"),
+        ("/app", "/app", ""),
+        ("/apple", "/app", "/apple"),
+        ("/other", "/app", "/other"),
+    ],
 )
 def test_script_name_prefix(target: str, script: str, path: str) -> None:
     env = make(target, script_name=script)

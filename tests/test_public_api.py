@@ -7,8 +7,18 @@ import wsgibridge
 
 def test_all_is_sorted_and_complete() -> None:
     public = {name for name in dir(wsgibridge) if not name.startswith("_")}
-    modules = {"body", "cli", "config", "environ", "errors", "filewrapper", "handler",
-               "response", "server"}
+    modules = {
+        "body",
+        "cli",
+        "config",
+        "environ",
+        "errors",
+        "filewrapper",
+        "handler",
+        "parser",
+        "response",
+        "server",
+    }
     assert set(wsgibridge.__all__) - {"__version__"} == public - modules
     assert wsgibridge.__all__ == sorted(wsgibridge.__all__)
 

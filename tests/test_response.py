@@ -58,9 +58,7 @@ def run(
     app: Any, *, method: str = "GET", http11: bool = True, keep_alive: bool = True, **kw: Any
 ) -> tuple[ResponseWriter, Sink]:
     sink = Sink(kw.pop("fail_after", None))
-    writer = ResponseWriter(
-        sink, method=method, http11=http11, client_keep_alive=keep_alive, **kw
-    )
+    writer = ResponseWriter(sink, method=method, http11=http11, client_keep_alive=keep_alive, **kw)
     writer.respond(app, {})
     return writer, sink
 
@@ -120,8 +118,19 @@ def test_valid_status(status: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "status", ["200", "20 OK", "2000 OK", "200OK", "200 OK\r\nX: y", "200 \x00", b"200 OK", 200,
-               "099 Low", " 200 OK"]
+    "status",
+    [
+        "200",
+        "20 OK",
+        "2000 OK",
+        "200OK",
+        "200 OK\r\nX: y",
+        "200 \x00",
+        b"200 OK",
+        200,
+        "099 Low",
+        " 200 OK",
+    ],
 )
 def test_invalid_status(status: Any) -> None:
     """PEP 3333: a str, three digits, one space, a reason without control characters."""
@@ -284,7 +293,7 @@ def test_write_callable_and_iterable_mix() -> None:
         write(b"first-")
         return [b"second"]
 
-    writer, sink = run(app)
+    _, sink = run(app)
     assert sink.data == b"6\r\nfirst-\r\n6\r\nsecond\r\n0\r\n\r\n"
 
 
@@ -307,7 +316,7 @@ def test_exc_info_before_headers_replaces_status() -> None:
             start_response("503 Busy", [("X-New", "1")], sys.exc_info())
         return [b"sorry"]
 
-    writer, sink = run(app)
+    _, sink = run(app)
     assert sink.head is not None
     assert sink.head[:2] == (503, "Busy")
     assert sink.header("X-Old") == [] and sink.header("X-New") == ["1"]
