@@ -1274,8 +1274,8 @@ BAD_REQUESTS: list[tuple[str, bytes, int]] = [
         400,
     ),
     (
-        "transfer-encoding-chunked",
-        req("/", "POST", [("Transfer-Encoding", "chunked")], b"5\r\nhello\r\n0\r\n\r\n"),
+        "transfer-coding-gzip",
+        req("/", "POST", [("Transfer-Encoding", "gzip, chunked")], b"5\r\nhello\r\n0\r\n\r\n"),
         501,
     ),
 ]
@@ -1359,19 +1359,27 @@ def test_access_log_one_line_per_request(
 def test_access_log_escapes_control_characters(
     serve: ServerFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A request must not forge log lines or send terminal escapes (CWE-117): control
-    characters in the request-target are escaped, and %-escapes are logged undecoded."""
-    caplog.set_level(logging.INFO, logger="wsgibridge.access")
+    """A request must not forge log lines or send terminal escapes (CWE-117): a target with
+    a raw ESC is refused (RFC 9112 §3.2) and logged escaped; C1 controls (obs-text, allowed
+    in a target) are escaped too, and %-escapes are logged undecoded."""
+    caplog.set_level(logging.INFO, logger="wsgibridge")
     server = serve(simple_app())
     with connect(server) as sock:
-        sock.sendall(req("/a\x1b[31mb?q=%1b", headers=[("Connection", "close")]))
+        sock.sendall(req("/a\x1b[31mb", headers=[("Connection", "close")]))
+        rd = ResponseReader(sock)
+        assert rd.read_response().status == 400
+        expect_eof(rd)
+    with connect(server) as sock:
+        sock.sendall(req("/c\x9b31md?q=%1b", headers=[("Connection", "close")]))
         rd = ResponseReader(sock)
         assert rd.read_response().status == 200
         expect_eof(rd)
-    lines = [r.getMessage() for r in caplog.records if r.name == "wsgibridge.access"]
-    assert len(lines) == 1
-    assert "\x1b" not in lines[0]
-    assert "/a\\x1b[31mb?q=%1b" in lines[0]
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("wsgibridge")]
+    access = [r.getMessage() for r in caplog.records if r.name == "wsgibridge.access"]
+    assert len(access) == 2
+    assert not any("\x1b" in line or "\x9b" in line for line in lines)
+    assert "/a\\x1b[31mb" in access[0]
+    assert "/c\\x9b31md?q=%1b" in access[1]
 
 
 # -- stopping ---------------------------------------------------------------------------------

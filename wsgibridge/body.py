@@ -15,20 +15,13 @@ If the remainder is larger than the cap, the connection has to be closed.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
-from typing import Protocol
 
-from .errors import ClientDisconnected
+from .errors import BadRequest, ClientDisconnected, HTTPError, PayloadTooLarge
+from .parser import Limits, Reader, line_content, read_header_lines
 
 DRAIN_CHUNK = 64 * 1024
-
-
-class Reader(Protocol):
-    """What a body stream needs of the connection's buffered ``rfile``."""
-
-    def read(self, size: int | None = -1, /) -> bytes: ...
-
-    def readline(self, size: int | None = -1, /) -> bytes: ...
 
 
 class InputStream:
@@ -40,6 +33,9 @@ class InputStream:
 
     def __init__(self, on_first_read: Callable[[], None] | None = None) -> None:
         self._on_first_read = on_first_read
+        # The error that broke the stream (a cut-off or malformed body); once
+        # set, the connection cannot be reused.
+        self.failed: Exception | None = None
 
     # -- the PEP 3333 interface -------------------------------------------------
 
@@ -91,6 +87,10 @@ class InputStream:
         """Discard the unread rest of the body; False if the connection cannot be reused."""
         raise NotImplementedError
 
+    def drainable(self, limit: int) -> bool:
+        """False if the unread rest certainly cannot be discarded within ``limit`` bytes."""
+        raise NotImplementedError
+
 
 class ContentLengthInput(InputStream):
     """A body of known length (``Content-Length``), read straight from ``rfile``."""
@@ -107,11 +107,17 @@ class ContentLengthInput(InputStream):
         self.remaining = length
 
     def _short(self) -> ClientDisconnected:
-        self.remaining = 0
-        return ClientDisconnected(
+        exc = ClientDisconnected(
             f"the client closed the connection after {self.length - self.remaining}"
             f" of {self.length} body bytes"
         )
+        self.remaining = 0
+        self.failed = exc
+        return exc
+
+    def drainable(self, limit: int) -> bool:
+        remaining = self.remaining
+        return remaining == 0 or (self.started and remaining <= limit)
 
     def read(self, size: int | None = -1) -> bytes:
         remaining = self.remaining
@@ -158,3 +164,172 @@ class ContentLengthInput(InputStream):
             remaining -= len(data)
         self.remaining = 0
         return True
+
+
+# RFC 9112 §7.1.1: chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] ),
+# chunk-ext-val = token / quoted-string.  No nested repetition, so no
+# catastrophic backtracking on hostile input (the CVE-2020-5236 shape).
+_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_QUOTED = rb'"(?:[\t\x20\x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t\x20-\x7e\x80-\xff])*"'
+CHUNK_EXT = re.compile(
+    rb"(?:[ \t]*;[ \t]*" + _TOKEN + rb"(?:[ \t]*=[ \t]*(?:" + _TOKEN + rb"|" + _QUOTED + rb"))?)*"
+)
+CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]+")
+MAX_CHUNK_LINE = 4096  # a chunk-size line, extensions included
+MAX_CHUNK_SIZE_DIGITS = 16
+
+
+class ChunkedInput(InputStream):
+    """A ``Transfer-Encoding: chunked`` body, decoded as the app reads it (RFC 9112 §7.1).
+
+    Nothing is buffered beyond what the app asks for.  A malformed chunk raises
+    :class:`~wsgibridge.errors.BadRequest`, a body over ``max_body`` raises
+    :class:`~wsgibridge.errors.PayloadTooLarge`, a disconnect raises
+    :class:`~wsgibridge.errors.ClientDisconnected`; after any of them the
+    stream stays broken and the connection is closed.
+    """
+
+    def __init__(
+        self,
+        rfile: Reader,
+        limits: Limits,
+        max_body: int = 0,
+        on_first_read: Callable[[], None] | None = None,
+    ) -> None:
+        super().__init__(on_first_read)
+        self._rfile = rfile
+        self._limits = limits
+        self._max_body = max_body
+        self._chunk_left = 0  # data bytes left in the current chunk
+        self.done = False  # the last chunk and trailer section have been read
+        self.received = 0  # decoded body bytes so far
+
+    @property
+    def remaining(self) -> int:
+        """Unknown for a chunked body: 0 once it is complete, else -1."""
+        return 0 if self.done else -1
+
+    def _fail(self, exc: Exception) -> Exception:
+        self.failed = exc
+        self.done = True
+        return exc
+
+    def _next_chunk(self) -> None:
+        """Read a chunk-size line (and, after the last chunk, the trailer section)."""
+        line = self._rfile.readline(MAX_CHUNK_LINE + 1)
+        if not line:
+            raise self._fail(ClientDisconnected("the client closed the connection mid-body"))
+        if len(line) > MAX_CHUNK_LINE:
+            raise self._fail(BadRequest("a chunk-size line is too long"))
+        try:
+            content = line_content(line, self._limits, "chunk-size line")
+        except BadRequest as exc:
+            raise self._fail(exc) from None
+        match = CHUNK_SIZE.match(content)
+        if match is None or CHUNK_EXT.fullmatch(content, match.end()) is None:
+            raise self._fail(BadRequest("a chunk size is not 1*HEXDIG [chunk-ext]"))
+        digits = match.group()
+        if len(digits.lstrip(b"0")) > MAX_CHUNK_SIZE_DIGITS:
+            raise self._fail(BadRequest("a chunk size is absurdly large"))
+        size = int(digits, 16)
+        if size == 0:
+            # last-chunk, then trailer-section CRLF: read and discarded under
+            # the same rules and limits as the header section.
+            try:
+                read_header_lines(
+                    self._rfile, self._limits, self._limits.max_header_bytes, "trailer section"
+                )
+            except HTTPError as exc:
+                raise self._fail(exc) from None
+            self.done = True
+            return
+        if self._max_body and self.received + size > self._max_body:
+            raise self._fail(
+                PayloadTooLarge(f"the chunked body is larger than {self._max_body} bytes")
+            )
+        self._chunk_left = size
+
+    def _consumed(self, n: int) -> None:
+        """Account for ``n`` chunk-data bytes just read; check the CRLF that ends a chunk."""
+        self._chunk_left -= n
+        self.received += n
+        if self._chunk_left == 0:
+            crlf = self._rfile.read(2)
+            if crlf != b"\r\n":
+                if len(crlf) < 2:
+                    raise self._fail(ClientDisconnected("the client closed the connection"))
+                # RFC 9112 §7.1: chunk = chunk-size [ chunk-ext ] CRLF chunk-data CRLF
+                raise self._fail(BadRequest("chunk data is not followed by CRLF"))
+
+    def _cut_off(self) -> Exception:
+        return self._fail(ClientDisconnected("the client closed the connection mid-chunk"))
+
+    def _check(self) -> bool:
+        """True if there is nothing more to read; raises again after a failure."""
+        if self.failed is not None:
+            raise self.failed
+        if self.done:
+            return True
+        if self._on_first_read is not None:
+            self._start()
+        return False
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self._check():
+            return b""
+        limit = -1 if size is None or size < 0 else size
+        parts: list[bytes] = []
+        while limit != 0 and not self.done:
+            if self._chunk_left == 0:
+                self._next_chunk()
+                continue
+            n = self._chunk_left if limit < 0 else min(limit, self._chunk_left)
+            data = self._rfile.read(n)
+            if len(data) < n:
+                raise self._cut_off()
+            self._consumed(n)
+            parts.append(data)
+            if limit > 0:
+                limit -= n
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def readline(self, size: int | None = -1) -> bytes:
+        if self._check():
+            return b""
+        limit = -1 if size is None or size < 0 else size
+        parts: list[bytes] = []
+        while limit != 0 and not self.done:
+            if self._chunk_left == 0:
+                self._next_chunk()
+                continue
+            n = self._chunk_left if limit < 0 else min(limit, self._chunk_left)
+            data = self._rfile.readline(n)
+            newline = data.endswith(b"\n")
+            if len(data) < n and not newline:
+                raise self._cut_off()
+            self._consumed(len(data))
+            parts.append(data)
+            if newline:
+                break
+            if limit > 0:
+                limit -= len(data)
+        return b"".join(parts)
+
+    def drainable(self, limit: int) -> bool:
+        # The size of the rest is unknown: worth trying once the client is sending.
+        return self.failed is None and (self.done or self.started)
+
+    def drain(self, limit: int) -> bool:
+        if self.done:
+            return self.failed is None
+        if not self.started:
+            return False
+        start = self.received
+        try:
+            while not self.done:
+                if self.received - start > limit:
+                    return False
+                self.read(DRAIN_CHUNK)
+        except (HTTPError, OSError):
+            return False
+        return self.failed is None

@@ -12,6 +12,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from .parser import Limits
+
 # Unit constants so that defaults read as what they mean.
 BYTES = 1
 KiB = 1024 * BYTES
@@ -58,6 +60,32 @@ class Config:
         default=10 * SECONDS,
         metadata=_opt("Seconds in-flight requests may take to finish when the server stops."),
     )
+    max_request_line: int = field(
+        default=8 * KiB,
+        metadata=_opt("Longest request line in bytes, CRLF included; longer gets 414."),
+    )
+    max_header_count: int = field(
+        default=100,
+        metadata=_opt("Most header (or trailer) fields in a request; more gets 431."),
+    )
+    max_header_bytes: int = field(
+        default=64 * KiB,
+        metadata=_opt("Largest header (or trailer) section in bytes; larger gets 431."),
+    )
+    max_body_size: int = field(
+        default=0,
+        metadata=_opt(
+            "Largest request body in bytes (0: no limit); larger gets 413, before reading"
+            " when Content-Length says so, mid-stream for chunked bodies."
+        ),
+    )
+    allow_bare_lf: bool = field(
+        default=False,
+        metadata=_opt(
+            "Accept a bare LF as a line ending in request heads (RFC 9112 §2.2 MAY);"
+            " refused by default because a proxy in front may disagree."
+        ),
+    )
     max_drain_bytes: int = field(
         default=1 * MiB,
         metadata=_opt(
@@ -90,6 +118,11 @@ class Config:
         for name in ("timeout", "keepalive_timeout", "graceful_timeout"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be a positive number of seconds")
+        for name in ("max_request_line", "max_header_count", "max_header_bytes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.max_body_size < 0:
+            raise ValueError("max_body_size must not be negative (0 means no limit)")
         if self.max_drain_bytes < 0:
             raise ValueError("max_drain_bytes must not be negative")
         prefix = self.url_prefix
@@ -97,6 +130,16 @@ class Config:
             raise ValueError(f"url_prefix must start with '/' and not end with '/', not {prefix!r}")
         if self.log_level not in LOG_LEVELS:
             raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
+
+    @property
+    def limits(self) -> Limits:
+        """The parser's limits from this configuration."""
+        return Limits(
+            max_request_line=self.max_request_line,
+            max_header_count=self.max_header_count,
+            max_header_bytes=self.max_header_bytes,
+            allow_bare_lf=self.allow_bare_lf,
+        )
 
     def replace(self, **changes: Any) -> Config:
         """A copy with some fields changed (validated again)."""

@@ -36,6 +36,8 @@ class HTTPError(WSGIBridgeError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+        # The raw request line, when it was read before the error (for the logs).
+        self.request_line = b""
 
 
 class BadRequest(HTTPError):

@@ -22,13 +22,15 @@ import logging
 import socket
 import time
 from http import HTTPStatus
+from http.client import HTTPMessage
 from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
-from .body import ContentLengthInput, InputStream
+from .body import ChunkedInput, ContentLengthInput, InputStream
 from .environ import build_environ
-from .errors import BadRequest, HTTPError, NotImplementedByServer
+from .errors import HTTPError, PayloadTooLarge
+from .parser import RequestHead, read_request_head
 from .response import ResponseWriter, http_date
 
 if TYPE_CHECKING:
@@ -36,8 +38,6 @@ if TYPE_CHECKING:
 
 access_log = logging.getLogger("wsgibridge.access")
 error_log = logging.getLogger("wsgibridge.error")
-
-MAX_REQUEST_LINE = 65536
 
 # Control characters are escaped in log lines so a request cannot forge log
 # entries or terminal escapes (the same rule http.server applies).
@@ -51,15 +51,35 @@ def escape_log(text: str) -> str:
     return text.translate(_LOG_ESCAPES)
 
 
-def connection_tokens(values: list[str] | None) -> set[str]:
-    """The lower-cased tokens of every ``Connection`` header (RFC 9110 §7.6.1)."""
-    tokens: set[str] = set()
-    for value in values or ():
-        for token in value.split(","):
-            token = token.strip().lower()
-            if token:
-                tokens.add(token)
-    return tokens
+LOGGED_LINE_MAX = 512  # bytes of a refused request line kept for the logs
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 1024 * 1024
+
+
+def linger(sock: socket.socket) -> None:
+    """Half-close, then read and discard what the client still sends, briefly.
+
+    Closing a socket with unread data makes the kernel send RST, which can
+    destroy our last response before the client has read it.  After a
+    rejection (or a body we chose not to read), we stop writing, let the
+    client's bytes drain for at most ``LINGER_SECONDS`` / ``LINGER_BYTES``,
+    then close.
+    """
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        deadline = time.monotonic() + LINGER_SECONDS
+        received = 0
+        while received < LINGER_BYTES:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            sock.settimeout(left)
+            data = sock.recv(65536)
+            if not data:
+                break
+            received += len(data)
+    except OSError:
+        pass
 
 
 class _LogDate:
@@ -102,7 +122,7 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
             # Each response chunk leaves in one write; don't let Nagle hold it
             # back waiting for the client's delayed ACK.
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._requests_served = 0
+        self._linger = False
 
     # -- the connection loop ----------------------------------------------------------
 
@@ -142,51 +162,62 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
         self._start_time = time.perf_counter()
         self._status_code = 0
         self._body_bytes = 0
-        self._expect_continue = False
         self._writer: ResponseWriter | None = None
+        self._header_message: HTTPMessage | None = None
         self.requestline = ""
         self.request_version = self.default_request_version
         self.command = ""
         try:
-            raw = self.rfile.readline(MAX_REQUEST_LINE + 1)
-            if raw in (b"\r\n", b"\n"):
-                # RFC 9112 §2.2: "a server that is expecting to receive and parse
-                # a request-line SHOULD ignore at least one empty line (CRLF)
-                # received prior to the request-line".
-                raw = self.rfile.readline(MAX_REQUEST_LINE + 1)
-        except TimeoutError:
-            self.close_connection = True
-            return
-        if not raw:
-            self.close_connection = True
-            return
-        self.raw_requestline = raw
-        if len(raw) > MAX_REQUEST_LINE:
-            self.send_error(HTTPStatus.REQUEST_URI_TOO_LONG)
-            return
-        if len(raw.split()) != 3:
-            # Also refuses HTTP/0.9's two-word "GET /", which http.server would
-            # answer without a status line.
-            self.requestline = raw.decode("latin-1").rstrip("\r\n")
-            self.send_error(HTTPStatus.BAD_REQUEST, "Malformed request line")
-            return
-        if not self.parse_request():
-            return
-        try:
-            self.run_wsgi()
+            head = read_request_head(self.rfile, self.server.limits)
         except HTTPError as exc:
-            self.send_error(exc.status, exc.reason)
+            self.reject(exc)
+            return
+        except (TimeoutError, OSError):
+            self.close_connection = True
+            return
+        if head is None:
+            self.close_connection = True
+            return
+        self.head = head
+        self.command = head.method
+        self.path = head.target
+        self.request_version = head.version
+        self.requestline = f"{head.method} {head.target} {head.version}"
+        try:
+            body = self.open_input(head)
+        except HTTPError as exc:
+            self.reject(exc)
+            return
+        self.run_wsgi(head, body)
 
-    # -- parse_request hooks ------------------------------------------------------------
+    # -- the request's fields, for code written against BaseHTTPRequestHandler ------------
 
-    def handle_expect_100(self) -> bool:
-        """Defer ``100 Continue`` until the app first reads ``wsgi.input`` (PEP 3333).
+    @property  # type: ignore[override]  # a lazy property where http.server has an attribute
+    def headers(self) -> HTTPMessage:
+        """The request's fields as an ``http.client.HTTPMessage``, built on first use."""
+        message = self._header_message
+        if message is None:
+            message = HTTPMessage()
+            for name, value in self.head.headers:
+                message[name] = value
+            self._header_message = message
+        return message
 
-        ``BaseHTTPRequestHandler`` would send it at once, before the app has had a
-        chance to answer 401 or 413 without the body.
+    @headers.setter
+    def headers(self, message: HTTPMessage) -> None:
+        self._header_message = message
+
+    # -- running the app ----------------------------------------------------------------
+
+    def check_continue(self, head: RequestHead) -> None:
+        """Hook: decide on ``Expect: 100-continue`` before the app runs or the body is sent.
+
+        Raise an :class:`~wsgibridge.errors.HTTPError` (a subclass with the
+        ``status`` you want, e.g. 401 or 413) to refuse the request without the
+        client ever sending its body; return to let the app decide.  The
+        default lets every request through; ``100 Continue`` is then sent
+        when the app first reads ``wsgi.input``.
         """
-        self._expect_continue = True
-        return True
 
     def send_continue(self) -> None:
         """Send the interim ``100 Continue`` (called on the app's first body read).
@@ -199,32 +230,29 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
             return
         self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
-    # -- running the app ----------------------------------------------------------------
-
-    def request_target(self) -> str:
-        """The request-target exactly as sent (``parse_request`` collapses a leading ``//``)."""
-        words = self.requestline.split()
-        return words[1] if len(words) == 3 else self.path
-
-    def open_input(self) -> InputStream:
-        """The ``wsgi.input`` for this request, from its framing headers."""
-        headers = self.headers
-        if headers.get("Transfer-Encoding") is not None:
-            raise NotImplementedByServer("Transfer-Encoding in requests is not supported")
-        values = headers.get_all("Content-Length") or []
-        length = 0
-        if values:
-            text = values[0].strip(" \t")
-            if any(v.strip(" \t") != text for v in values) or not (
-                text.isdigit() and text.isascii()
-            ):
-                raise BadRequest("invalid Content-Length")
-            length = int(text)
-        self._content_length = str(length) if values else None
-        on_first_read = self.send_continue if self._expect_continue else None
+    def open_input(self, head: RequestHead) -> InputStream:
+        """The ``wsgi.input`` for this request, from its framing; may refuse it (413 …)."""
+        config = self.server.config
+        on_first_read = None
+        if head.expect_continue:
+            self.check_continue(head)
+            on_first_read = self.send_continue
+        if head.chunked:
+            self._content_length = None
+            return ChunkedInput(self.rfile, self.server.limits, config.max_body_size, on_first_read)
+        length = head.content_length
+        if length is None:
+            # RFC 9112 §6.3: no Content-Length and no Transfer-Encoding in a
+            # request means a body of length zero.
+            self._content_length = None
+            return self.input_class(self.rfile, 0)
+        if config.max_body_size and length > config.max_body_size:
+            # Refused before a byte of the body is read (and before 100 Continue).
+            raise PayloadTooLarge(f"the body is larger than {config.max_body_size} bytes")
+        self._content_length = str(length)
         return self.input_class(self.rfile, length, on_first_read)
 
-    def make_environ(self, body: InputStream) -> dict[str, Any]:
+    def make_environ(self, head: RequestHead, body: InputStream) -> dict[str, Any]:
         """The PEP 3333 environ for the current request."""
         server = self.server
         peer = self.client_address
@@ -233,10 +261,10 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
         else:
             remote_addr, remote_port = "", ""
         return build_environ(
-            method=self.command,
-            target=self.request_target(),
-            version=self.request_version,
-            headers=self.headers.items(),
+            method=head.method,
+            target=head.target,
+            version=head.version,
+            headers=head.headers,
             body=body,
             content_length=self._content_length,
             server_name=server.server_name,
@@ -248,33 +276,20 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
             multithread=server.multithread,
         )
 
-    def client_wants_keep_alive(self) -> bool:
-        """RFC 9112 §9.3: persistence by version and the ``Connection`` tokens."""
-        tokens = connection_tokens(self.headers.get_all("Connection"))
-        if "close" in tokens:
-            return False
-        if self.request_version == "HTTP/1.1":
-            return True
-        return "keep-alive" in tokens
-
-    def run_wsgi(self) -> None:
+    def run_wsgi(self, head: RequestHead, body: InputStream) -> None:
         """Run the app for the parsed request and settle the connection's fate."""
         server = self.server
         config = server.config
-        body = self.open_input()
-        environ = self.make_environ(body)
+        environ = self.make_environ(head, body)
 
         def will_close() -> bool:
-            remaining = getattr(body, "remaining", 0)
-            return server.stopping or (
-                remaining > 0 and (not body.started or remaining > config.max_drain_bytes)
-            )
+            return server.stopping or not body.drainable(config.max_drain_bytes)
 
         writer = self.writer_class(
             self,
-            method=self.command,
-            http11=self.request_version == "HTTP/1.1",
-            client_keep_alive=self.client_wants_keep_alive(),
+            method=head.method,
+            http11=head.version == "HTTP/1.1",
+            client_keep_alive=head.keep_alive,
             will_close=will_close,
             expose_tracebacks=config.expose_tracebacks,
             describe=self.describe_request,
@@ -283,14 +298,16 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
         writer.respond(server.app, environ)
         self._status_code = writer.status_code
         self._body_bytes = writer.body_bytes
-        keep_alive = writer.keep_alive and not writer.client_gone
+        keep_alive = writer.keep_alive and not writer.client_gone and body.failed is None
         if keep_alive:
             try:
                 keep_alive = body.drain(config.max_drain_bytes)
             except (OSError, HTTPError):
                 keep_alive = False
         self.close_connection = not keep_alive
-        self._requests_served += 1
+        if not keep_alive and not writer.client_gone:
+            # The client may still be sending a body we will not read.
+            self._linger = True
         self.log_access()
 
     # -- the ResponseSink used by ResponseWriter -----------------------------------------
@@ -317,6 +334,18 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
         return sent
 
     # -- errors the server answers itself --------------------------------------------------
+
+    def reject(self, exc: HTTPError) -> None:
+        """Refuse a request: one error response, ``Connection: close``, nothing more read.
+
+        The app is never called.  Whatever the client pipelined after the bad
+        request is never parsed, let alone answered.
+        """
+        if exc.request_line and not self.requestline:
+            line = exc.request_line[:LOGGED_LINE_MAX].rstrip(b"\r\n")
+            self.requestline = line.decode("latin-1")
+        self.send_error(exc.status, exc.reason)
+        self._linger = True
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """A short plain-text error that closes the connection (the app is never called)."""
@@ -350,6 +379,16 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
         except OSError:
             pass
         self.log_access()
+
+    def finish(self) -> None:
+        """Flush, then close lingeringly if the client may still be sending."""
+        try:
+            super().finish()
+        except OSError:
+            pass
+        if self._linger:
+            self._linger = False
+            linger(self.connection)
 
     # -- logging -------------------------------------------------------------------------
 

@@ -31,7 +31,7 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from . import __version__
-from .errors import AppError, ClientDisconnected, ResponseHeaderError
+from .errors import AppError, ClientDisconnected, HTTPError, ResponseHeaderError
 from .filewrapper import FileWrapper
 
 log = logging.getLogger("wsgibridge.error")
@@ -468,6 +468,16 @@ class ResponseWriter:
             self.keep_alive = False
             log.info("%s: %s", self._what(), exc)
             return
+        if isinstance(exc, HTTPError):
+            # The request body turned out malformed or too large while the app
+            # read it: answer with the error's own status if we still can.
+            self.keep_alive = False
+            log.warning("%s: %d %s", self._what(), exc.status, exc.reason)
+            if not self.headers_sent:
+                self._send_error(exc.status.value, exc.status.phrase, exc.reason)
+            else:
+                self.client_gone = True
+            return
         if isinstance(exc, TimeoutError):
             # A body read from a client that stopped sending: nothing useful to say.
             self.keep_alive = False
@@ -481,12 +491,19 @@ class ResponseWriter:
             self.keep_alive = False
             self.client_gone = True
             return
-        body = b"Internal Server Error\n"
+        detail = ""
         if self.expose_tracebacks:
-            body += "".join(traceback.format_exception(exc)).encode("utf-8", "replace")
+            detail = "".join(traceback.format_exception(exc))
+        self._send_error(500, "Internal Server Error", detail)
+
+    def _send_error(self, code: int, phrase: str, detail: str = "") -> None:
+        """Replace whatever the app started with a short plain-text error."""
+        body = f"{phrase}\n".encode()
+        if detail:
+            body += detail.encode("utf-8", "replace") + b"\n"
         self.status = None
         self.start_response(
-            "500 Internal Server Error",
+            f"{code} {phrase}",
             [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))],
         )
         try:

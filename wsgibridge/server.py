@@ -49,6 +49,7 @@ class WSGIServer(socketserver.TCPServer):
     ) -> None:
         self.app = app
         self.config = config = config if config is not None else Config()
+        self.limits = config.limits
         self.address_family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
         self.request_queue_size = config.backlog
         self._lock = threading.Condition()

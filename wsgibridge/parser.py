@@ -1,0 +1,294 @@
+"""The strict HTTP/1.1 request parser: request line, header section, framing decision.
+
+Rule: a request is either parsed exactly as RFC 9112 describes it or refused
+with an :class:`~wsgibridge.errors.HTTPError` carrying its status.  There is
+no third outcome: no line silently skipped, no header split at a bare CR, no
+value "repaired".  Every leniency of ``http.client.parse_headers`` that a
+front-end proxy could disagree with is a request-smuggling hole
+(``FIELD.md`` §2-3), so each is refused here.
+
+Reading is from any object with ``readline(limit)`` (the connection's
+buffered ``rfile``, or ``io.BytesIO`` in tests); nothing here touches a
+socket.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from .errors import (
+    BadRequest,
+    ExpectationFailed,
+    HeaderFieldsTooLarge,
+    HTTPError,
+    NotImplementedByServer,
+    URITooLong,
+    VersionNotSupported,
+)
+
+# RFC 9110 §5.6.2: token = 1*tchar
+TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# RFC 9110 §5.5: field-value = *field-content; field-vchar = VCHAR / obs-text,
+# SP and HTAB allowed between.  (The value has already lost its surrounding OWS.)
+FIELD_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
+# RFC 9112 §3.2: request-target; we refuse controls, SP and DEL anywhere in it.
+TARGET = re.compile(rb"[\x21-\x7e\x80-\xff]+")
+# RFC 9112 §3.2.3: authority-form = uri-host ":" port (CONNECT only).
+AUTHORITY = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[^\s/?#@\[\]:]+):[0-9]+")
+ABSOLUTE = re.compile(rb"[A-Za-z][A-Za-z0-9+.\-]*://[^\s]*")
+HIGHER_VERSION = re.compile(rb"HTTP/[2-9]\.[0-9]")
+DIGITS = re.compile(rb"[0-9]+")
+OWS = b" \t"
+
+# Longest Content-Length or chunk size we agree to parse (10**18 bytes).
+MAX_LENGTH_DIGITS = 18
+
+
+class Reader(Protocol):
+    """What the parser and the body streams need of the connection's buffered ``rfile``."""
+
+    def read(self, size: int | None = -1, /) -> bytes: ...
+
+    def readline(self, size: int | None = -1, /) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The parser's bounds (filled from :class:`~wsgibridge.config.Config`)."""
+
+    max_request_line: int = 8 * 1024
+    max_header_count: int = 100
+    max_header_bytes: int = 64 * 1024
+    allow_bare_lf: bool = False
+
+
+@dataclass
+class RequestHead:
+    """A parsed request line and header section, with its framing decided."""
+
+    method: str
+    target: str
+    version: str
+    headers: list[tuple[str, str]]
+    content_length: int | None = None  # declared Content-Length
+    chunked: bool = False  # Transfer-Encoding: chunked
+    keep_alive: bool = True  # as far as the client is concerned
+    expect_continue: bool = False
+    connection_tokens: set[str] = field(default_factory=set)
+
+    @property
+    def http11(self) -> bool:
+        return self.version == "HTTP/1.1"
+
+
+def line_content(line: bytes, limits: Limits, what: str) -> bytes:
+    """``line`` without its line ending; bare CR, bare LF (by default) and no ending refused."""
+    if line.endswith(b"\r\n"):
+        content = line[:-2]
+    elif line.endswith(b"\n") and limits.allow_bare_lf:
+        content = line[:-1]
+    elif line.endswith(b"\n"):
+        # RFC 9112 §2.2: "a recipient MAY recognize a single LF as a line
+        # terminator" - we do not, because a proxy in front may not either.
+        raise BadRequest(f"{what} ends in a bare LF, not CRLF")
+    else:
+        raise BadRequest(f"{what} is not terminated (connection closed?)")
+    if b"\r" in content:
+        # RFC 9112 §2.2: "A recipient of such a bare CR MUST consider that
+        # element to be invalid or replace each bare CR with SP".
+        raise BadRequest(f"bare CR in the {what}")
+    return content
+
+
+def parse_request_line(line: bytes, limits: Limits) -> tuple[str, str, str]:
+    """(method, target, version) from one request line, terminator included."""
+    content = line_content(line, limits, "request line")
+    parts = content.split(b" ")
+    if len(parts) != 3:
+        # RFC 9112 §3: request-line = method SP request-target SP HTTP-version.
+        # HTTP/0.9's "GET /" has no version and is refused too.
+        raise BadRequest("the request line is not 'method SP target SP version'")
+    method, target, version = parts
+    if version != b"HTTP/1.1" and version != b"HTTP/1.0":
+        if HIGHER_VERSION.fullmatch(version):
+            raise VersionNotSupported(f"{version.decode('latin-1')} is not supported")
+        raise BadRequest("the HTTP version is not HTTP/1.0 or HTTP/1.1")
+    if TOKEN.fullmatch(method) is None:
+        raise BadRequest("the method is not a token")
+    if TARGET.fullmatch(target) is None:
+        raise BadRequest("the request target is empty or has controls or spaces")
+    first = target[0]
+    if first == 0x2F:  # "/": origin-form, the common case
+        if method == b"CONNECT":
+            raise BadRequest("CONNECT needs an authority-form target")
+    elif target == b"*":
+        # RFC 9112 §3.2.4: asterisk-form is only used for a server-wide OPTIONS.
+        if method != b"OPTIONS":
+            raise BadRequest("an asterisk-form target is only allowed with OPTIONS")
+    elif method == b"CONNECT":
+        # RFC 9112 §3.2.3: authority-form is only used for CONNECT.
+        if AUTHORITY.fullmatch(target) is None:
+            raise BadRequest("CONNECT needs an authority-form target")
+    elif ABSOLUTE.fullmatch(target) is None:
+        raise BadRequest("the request target is not in origin, absolute or asterisk form")
+    return method.decode("ascii"), target.decode("latin-1"), version.decode("ascii")
+
+
+def read_header_lines(
+    rfile: Reader, limits: Limits, budget: int, what: str = "header section"
+) -> list[tuple[str, str]]:
+    """Field lines up to the empty line, each checked; ``budget`` bytes at most in all.
+
+    Used for the header section and for a chunked body's trailer section.
+    """
+    headers: list[tuple[str, str]] = []
+    max_count = limits.max_header_count
+    while True:
+        line = rfile.readline(budget + 1)
+        budget -= len(line)
+        if budget < 0:
+            raise HeaderFieldsTooLarge(f"the {what} is larger than {limits.max_header_bytes} bytes")
+        if line == b"\r\n":
+            return headers
+        content = line_content(line, limits, what)
+        if not content:
+            return headers  # a bare-LF empty line, when allowed
+        if len(headers) >= max_count:
+            raise HeaderFieldsTooLarge(f"more than {max_count} fields in the {what}")
+        first = content[0]
+        if first == 0x20 or first == 0x09:
+            # RFC 9112 §5.2: obs-fold; "A server that receives an obs-fold in a
+            # request message ... MUST either reject the message by sending a
+            # 400 (Bad Request) ... or replace each received obs-fold with one
+            # or more SP octets".  We reject.
+            raise BadRequest(f"obsolete line folding in the {what}")
+        colon = content.find(b":")
+        if colon <= 0:
+            raise BadRequest(f"a field line without a name and colon in the {what}")
+        name = content[:colon]
+        if TOKEN.fullmatch(name) is None:
+            # Includes whitespace before the colon - RFC 9112 §5.1: "A server
+            # MUST reject, with a response status code of 400 (Bad Request),
+            # any received request message that contains whitespace between a
+            # header field name and colon."
+            raise BadRequest(f"a field name is not a token in the {what}")
+        value = content[colon + 1 :].strip(OWS)
+        if FIELD_VALUE.fullmatch(value) is None:
+            raise BadRequest(f"a control character in a field value in the {what}")
+        headers.append((name.decode("ascii"), value.decode("latin-1")))
+
+
+def _list_tokens(values: list[str]) -> list[str]:
+    """Elements of a comma-separated list field (RFC 9110 §5.6.1), empty ones skipped."""
+    items: list[str] = []
+    for value in values:
+        for item in value.split(","):
+            item = item.strip(" \t")
+            if item:
+                items.append(item)
+    return items
+
+
+def parse_length(text: str, what: str = "Content-Length") -> int:
+    """RFC 9110 §8.6: Content-Length = 1*DIGIT - no sign, no spaces, no list, no hex."""
+    raw = text.encode("latin-1")
+    if DIGITS.fullmatch(raw) is None:
+        raise BadRequest(f"{what} is not a plain decimal number")
+    if len(raw.lstrip(b"0")) > MAX_LENGTH_DIGITS:
+        raise BadRequest(f"{what} is absurdly large")
+    return int(raw)
+
+
+def decide_framing(head: RequestHead) -> None:
+    """Fill in the head's framing and connection facts from its fields (RFC 9112 §6)."""
+    lengths: list[str] = []
+    encodings: list[str] = []
+    connection: list[str] = []
+    expect: list[str] = []
+    hosts = 0
+    content_types = 0
+    for name, value in head.headers:
+        lower = name.lower()
+        if lower == "content-length":
+            lengths.append(value)
+        elif lower == "transfer-encoding":
+            encodings.append(value)
+        elif lower == "connection":
+            connection.append(value)
+        elif lower == "host":
+            hosts += 1
+        elif lower == "expect":
+            expect.append(value)
+        elif lower == "content-type":
+            content_types += 1
+    http11 = head.version == "HTTP/1.1"
+    # RFC 9112 §3.2: "A server MUST respond with a 400 (Bad Request) status code
+    # to any HTTP/1.1 request message that lacks a Host header field and to any
+    # request message that contains more than one Host header field".
+    if hosts > 1 or (http11 and hosts == 0):
+        raise BadRequest("an HTTP/1.1 request needs exactly one Host field")
+    if content_types > 1:
+        raise BadRequest("more than one Content-Type field")
+    if encodings:
+        if lengths:
+            # RFC 9112 §6.1: "A server MAY reject a request that contains both
+            # Content-Length and Transfer-Encoding" - the classic smuggling
+            # shape, so we do.
+            raise BadRequest("both Content-Length and Transfer-Encoding")
+        if not http11:
+            # RFC 9112 §6.1: TE in an HTTP/1.0 message must be treated as faulty.
+            raise BadRequest("Transfer-Encoding in an HTTP/1.0 request")
+        codings = [c.lower() for c in _list_tokens(encodings)]
+        if not codings or any(TOKEN.fullmatch(c.encode("latin-1")) is None for c in codings):
+            raise BadRequest("Transfer-Encoding is not a list of codings")
+        if codings[-1] != "chunked" or codings.count("chunked") != 1:
+            # RFC 9112 §6.3: chunked must be the final coding, and only once.
+            raise BadRequest("Transfer-Encoding must end in one 'chunked'")
+        if len(codings) > 1:
+            raise NotImplementedByServer(f"transfer coding {codings[0]!r} is not supported")
+        head.chunked = True
+    elif lengths:
+        if len(lengths) > 1:
+            # RFC 9110 §8.6 lets a recipient accept identical duplicates; a
+            # proxy that picked the other one would disagree, so we refuse all.
+            raise BadRequest("more than one Content-Length field")
+        head.content_length = parse_length(lengths[0])
+    tokens = {t.lower() for t in _list_tokens(connection)}
+    head.connection_tokens = tokens
+    if "close" in tokens:
+        head.keep_alive = False
+    else:
+        head.keep_alive = http11 or "keep-alive" in tokens
+    if expect and http11:
+        # RFC 9110 §10.1.1: 100-continue is the only expectation defined; "A
+        # server that receives an Expect field value containing a member other
+        # than 100-continue MAY respond with a 417 (Expectation Failed)".  An
+        # HTTP/1.0 request's expectation must be ignored.
+        members = [m.lower() for m in _list_tokens(expect)]
+        if any(m != "100-continue" for m in members):
+            raise ExpectationFailed("only 'Expect: 100-continue' is supported")
+        head.expect_continue = bool(members)
+
+
+def read_request_head(rfile: Reader, limits: Limits) -> RequestHead | None:
+    """The next request's head from ``rfile``, None if the client closed cleanly first."""
+    line = rfile.readline(limits.max_request_line + 1)
+    if line == b"\r\n" or (line == b"\n" and limits.allow_bare_lf):
+        # RFC 9112 §2.2: a server "SHOULD ignore at least one empty line (CRLF)
+        # received prior to the request-line".
+        line = rfile.readline(limits.max_request_line + 1)
+    if not line:
+        return None
+    try:
+        if len(line) > limits.max_request_line:
+            raise URITooLong(f"the request line is longer than {limits.max_request_line} bytes")
+        method, target, version = parse_request_line(line, limits)
+        headers = read_header_lines(rfile, limits, limits.max_header_bytes)
+        head = RequestHead(method, target, version, headers)
+        decide_framing(head)
+    except HTTPError as exc:
+        exc.request_line = line
+        raise
+    return head
