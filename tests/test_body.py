@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import io
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import pytest
 
 from wsgibridge.body import ContentLengthInput
-from wsgibridge.errors import ClientDisconnected
+from wsgibridge.errors import ClientDisconnected, RequestTimeout
 
 NEXT = b"GET /next HTTP/1.1\r\n\r\n"
 
@@ -105,3 +105,60 @@ def test_drain_refuses_when_continue_not_sent() -> None:
 def test_drain_short_body_fails() -> None:
     body, _ = stream(b"abc", length=10, after=b"")
     assert not body.drain(limit=1000)
+
+
+def test_a_huge_declared_length_is_never_one_allocation() -> None:
+    """``BufferedReader.read(n)`` allocates ``n`` bytes up front, so ``read()`` on a
+    body that claims 10**15 bytes must ask for it in bounded pieces: the short body
+    raises ClientDisconnected instead of MemoryError."""
+    body, _ = stream(b"only this", length=10**15, after=b"")
+    with pytest.raises(ClientDisconnected):
+        body.read()
+
+
+def test_a_broken_body_stays_broken() -> None:
+    """A retry after a cut-off must not return b"" as if the body had ended."""
+    body, _ = stream(b"short", length=100, after=b"")
+    with pytest.raises(ClientDisconnected):
+        body.read(50)
+    with pytest.raises(ClientDisconnected):
+        body.read()
+    with pytest.raises(ClientDisconnected):
+        body.readline()
+    assert not body.drain(limit=1000)
+
+
+class _Failing(io.RawIOBase):
+    def __init__(self, error: OSError) -> None:
+        self.error = error
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (TimeoutError("timed out"), RequestTimeout),
+        (ConnectionResetError("reset"), ClientDisconnected),
+    ],
+)
+def test_socket_errors_become_the_stream_error(error: OSError, expected: type[Exception]) -> None:
+    """A body read that times out is a 408 (RequestTimeout); a reset is ClientDisconnected."""
+    body = ContentLengthInput(io.BufferedReader(_Failing(error)), 10)
+    with pytest.raises(expected):
+        body.read()
+    assert isinstance(body.failed, expected)
+    assert not body.drain(limit=1000)
+
+
+def test_client_gone_before_100_continue_is_a_disconnect() -> None:
+    def send_continue() -> None:
+        raise BrokenPipeError("gone")
+
+    body = ContentLengthInput(io.BufferedReader(io.BytesIO(b"abc")), 3, send_continue)
+    with pytest.raises(ClientDisconnected):
+        body.read()

@@ -18,10 +18,36 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 
-from .errors import BadRequest, ClientDisconnected, HTTPError, PayloadTooLarge
+from .errors import (
+    BadRequest,
+    ClientDisconnected,
+    HTTPError,
+    IncompleteMessage,
+    PayloadTooLarge,
+    RequestTimeout,
+)
 from .parser import Limits, Reader, line_content, read_header_lines
 
-DRAIN_CHUNK = 64 * 1024
+# The most bytes asked of ``rfile`` in one call.  ``BufferedReader.read(n)``
+# allocates ``n`` bytes before it reads any, so a body that only claims to be
+# huge (``Content-Length: 10**15``, a chunk of ``ffffffffff`` bytes) must never
+# become one read of that size: memory grows only as bytes actually arrive.
+READ_CHUNK = 64 * 1024
+DRAIN_CHUNK = READ_CHUNK
+
+
+def read_bounded(rfile: Reader, size: int) -> bytes:
+    """Up to ``size`` bytes, asked of ``rfile`` ``READ_CHUNK`` at a time; short only at EOF."""
+    if size <= READ_CHUNK:
+        return rfile.read(size)
+    parts: list[bytes] = []
+    while size > 0:
+        data = rfile.read(min(size, READ_CHUNK))
+        if not data:
+            break
+        parts.append(data)
+        size -= len(data)
+    return b"".join(parts)
 
 
 class InputStream:
@@ -29,21 +55,34 @@ class InputStream:
 
     ``on_first_read`` is called once, before the first byte of the body is read
     from the socket: the handler uses it to send a lazy ``100 Continue``.
+
+    Once the body turns out broken (cut off, malformed, too large, too slow),
+    every further read raises the same error again: a retry must never make a
+    broken body look complete.
     """
 
     def __init__(self, on_first_read: Callable[[], None] | None = None) -> None:
         self._on_first_read = on_first_read
-        # The error that broke the stream (a cut-off or malformed body); once
-        # set, the connection cannot be reused.
+        # The error that broke the stream; once set, the connection cannot be reused.
         self.failed: Exception | None = None
 
     # -- the PEP 3333 interface -------------------------------------------------
 
     def read(self, size: int | None = -1) -> bytes:
-        raise NotImplementedError
+        if self.failed is not None:
+            raise self.failed
+        try:
+            return self._read(-1 if size is None or size < 0 else size)
+        except OSError as exc:
+            raise self._broken(exc) from exc
 
     def readline(self, size: int | None = -1) -> bytes:
-        raise NotImplementedError
+        if self.failed is not None:
+            raise self.failed
+        try:
+            return self._readline(-1 if size is None or size < 0 else size)
+        except OSError as exc:
+            raise self._broken(exc) from exc
 
     def readlines(self, hint: int | None = -1) -> list[bytes]:
         """Lines until end-of-file, or until ``hint`` bytes have been read."""
@@ -70,6 +109,27 @@ class InputStream:
     def close(self) -> None:
         """Closing ``wsgi.input`` is a no-op: the connection belongs to the server."""
 
+    # -- for subclasses ---------------------------------------------------------
+
+    def _read(self, size: int) -> bytes:
+        """``read`` with ``size`` -1 for "all"; may raise OSError."""
+        raise NotImplementedError
+
+    def _readline(self, size: int) -> bytes:
+        """``readline`` with ``size`` -1 for "no limit"; may raise OSError."""
+        raise NotImplementedError
+
+    def _fail(self, exc: Exception) -> Exception:
+        """Mark the stream broken by ``exc`` and return it, to be raised."""
+        self.failed = exc
+        return exc
+
+    def _broken(self, exc: OSError) -> Exception:
+        """The stream's error for a socket error while reading the body."""
+        if isinstance(exc, TimeoutError):
+            return self._fail(RequestTimeout("the client stopped sending the body"))
+        return self._fail(ClientDisconnected(f"the connection broke mid-body: {exc}"))
+
     # -- for the server ---------------------------------------------------------
 
     @property
@@ -81,7 +141,7 @@ class InputStream:
         callback = self._on_first_read
         if callback is not None:
             self._on_first_read = None
-            callback()
+            callback()  # an OSError here (client gone before 100 Continue) is _broken
 
     def drain(self, limit: int) -> bool:
         """Discard the unread rest of the body; False if the connection cannot be reused."""
@@ -106,48 +166,51 @@ class ContentLengthInput(InputStream):
         self.length = length
         self.remaining = length
 
-    def _short(self) -> ClientDisconnected:
-        exc = ClientDisconnected(
-            f"the client closed the connection after {self.length - self.remaining}"
-            f" of {self.length} body bytes"
-        )
+    def _fail(self, exc: Exception) -> Exception:
         self.remaining = 0
-        self.failed = exc
-        return exc
+        return super()._fail(exc)
+
+    def _short(self, got: int) -> Exception:
+        received = self.length - self.remaining + got
+        return self._fail(
+            ClientDisconnected(
+                f"the client closed the connection after {received} of {self.length} body bytes"
+            )
+        )
 
     def drainable(self, limit: int) -> bool:
         remaining = self.remaining
         return remaining == 0 or (self.started and remaining <= limit)
 
-    def read(self, size: int | None = -1) -> bytes:
+    def _read(self, size: int) -> bytes:
         remaining = self.remaining
         if remaining <= 0:
             return b""
         if self._on_first_read is not None:
             self._start()
-        wanted = remaining if size is None or size < 0 else min(size, remaining)
-        data = self._rfile.read(wanted)
+        wanted = remaining if size < 0 else min(size, remaining)
+        data = read_bounded(self._rfile, wanted)
         if len(data) < wanted:
-            self.remaining -= len(data)
-            raise self._short()
+            raise self._short(len(data))
         self.remaining = remaining - wanted
         return data
 
-    def readline(self, size: int | None = -1) -> bytes:
+    def _readline(self, size: int) -> bytes:
         remaining = self.remaining
         if remaining <= 0:
             return b""
         if self._on_first_read is not None:
             self._start()
-        limit = remaining if size is None or size < 0 else min(size, remaining)
+        limit = remaining if size < 0 else min(size, remaining)
         line = self._rfile.readline(limit)
         if len(line) < limit and not line.endswith(b"\n"):
-            self.remaining -= len(line)
-            raise self._short()
+            raise self._short(len(line))
         self.remaining = remaining - len(line)
         return line
 
     def drain(self, limit: int) -> bool:
+        if self.failed is not None:
+            return False
         remaining = self.remaining
         if remaining == 0:
             return True
@@ -155,14 +218,11 @@ class ContentLengthInput(InputStream):
             # A client waiting for 100 Continue may never send the body, and a
             # remainder past the cap is not worth reading: close instead.
             return False
-        rfile = self._rfile
-        while remaining > 0:
-            data = rfile.read(min(remaining, DRAIN_CHUNK))
-            if not data:
-                self.remaining = remaining
-                return False
-            remaining -= len(data)
-        self.remaining = 0
+        try:
+            while self.remaining > 0:
+                self.read(DRAIN_CHUNK)
+        except (HTTPError, ClientDisconnected):
+            return False
         return True
 
 
@@ -210,19 +270,18 @@ class ChunkedInput(InputStream):
         return 0 if self.done else -1
 
     def _fail(self, exc: Exception) -> Exception:
-        self.failed = exc
         self.done = True
-        return exc
+        return super()._fail(exc)
 
     def _next_chunk(self) -> None:
         """Read a chunk-size line (and, after the last chunk, the trailer section)."""
         line = self._rfile.readline(MAX_CHUNK_LINE + 1)
-        if not line:
-            raise self._fail(ClientDisconnected("the client closed the connection mid-body"))
         if len(line) > MAX_CHUNK_LINE:
             raise self._fail(BadRequest("a chunk-size line is too long"))
         try:
             content = line_content(line, self._limits, "chunk-size line")
+        except IncompleteMessage:
+            raise self._cut_off() from None
         except BadRequest as exc:
             raise self._fail(exc) from None
         match = CHUNK_SIZE.match(content)
@@ -239,6 +298,8 @@ class ChunkedInput(InputStream):
                 read_header_lines(
                     self._rfile, self._limits, self._limits.max_header_bytes, "trailer section"
                 )
+            except IncompleteMessage:
+                raise self._cut_off() from None
             except HTTPError as exc:
                 raise self._fail(exc) from None
             self.done = True
@@ -257,34 +318,33 @@ class ChunkedInput(InputStream):
             crlf = self._rfile.read(2)
             if crlf != b"\r\n":
                 if len(crlf) < 2:
-                    raise self._fail(ClientDisconnected("the client closed the connection"))
+                    raise self._cut_off()
                 # RFC 9112 §7.1: chunk = chunk-size [ chunk-ext ] CRLF chunk-data CRLF
                 raise self._fail(BadRequest("chunk data is not followed by CRLF"))
 
     def _cut_off(self) -> Exception:
-        return self._fail(ClientDisconnected("the client closed the connection mid-chunk"))
+        # RFC 9112 §8: a chunked message "is incomplete if the zero-sized chunk
+        # that terminates the encoding has not been received".
+        return self._fail(ClientDisconnected("the client closed the connection mid-body"))
 
-    def _check(self) -> bool:
-        """True if there is nothing more to read; raises again after a failure."""
-        if self.failed is not None:
-            raise self.failed
+    def _begin(self) -> bool:
+        """False if there is nothing more to read; sends the lazy 100 Continue."""
         if self.done:
-            return True
+            return False
         if self._on_first_read is not None:
             self._start()
-        return False
+        return True
 
-    def read(self, size: int | None = -1) -> bytes:
-        if self._check():
+    def _read(self, limit: int) -> bytes:
+        if not self._begin():
             return b""
-        limit = -1 if size is None or size < 0 else size
         parts: list[bytes] = []
         while limit != 0 and not self.done:
             if self._chunk_left == 0:
                 self._next_chunk()
                 continue
             n = self._chunk_left if limit < 0 else min(limit, self._chunk_left)
-            data = self._rfile.read(n)
+            data = read_bounded(self._rfile, n)
             if len(data) < n:
                 raise self._cut_off()
             self._consumed(n)
@@ -293,10 +353,9 @@ class ChunkedInput(InputStream):
                 limit -= n
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
-    def readline(self, size: int | None = -1) -> bytes:
-        if self._check():
+    def _readline(self, limit: int) -> bytes:
+        if not self._begin():
             return b""
-        limit = -1 if size is None or size < 0 else size
         parts: list[bytes] = []
         while limit != 0 and not self.done:
             if self._chunk_left == 0:
@@ -330,6 +389,6 @@ class ChunkedInput(InputStream):
                 if self.received - start > limit:
                     return False
                 self.read(DRAIN_CHUNK)
-        except (HTTPError, OSError):
+        except (HTTPError, ClientDisconnected):
             return False
         return self.failed is None

@@ -5,7 +5,9 @@
     WSGIBridgeError
      ├── HTTPError                  the peer broke HTTP; ``status`` says how to answer
      │    ├── BadRequest            400
+     │    │    └── IncompleteMessage    the connection closed mid-line
      │    ├── PayloadTooLarge       413
+     │    ├── RequestTimeout        408
      │    ├── URITooLong            414
      │    ├── HeaderFieldsTooLarge  431
      │    ├── ExpectationFailed     417
@@ -44,8 +46,18 @@ class BadRequest(HTTPError):
     status = HTTPStatus.BAD_REQUEST
 
 
+class IncompleteMessage(BadRequest):
+    """The connection closed in the middle of a request line, field line or chunk line."""
+
+
 class PayloadTooLarge(HTTPError):
     status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+
+
+class RequestTimeout(HTTPError):
+    """The client stopped sending in the middle of a request."""
+
+    status = HTTPStatus.REQUEST_TIMEOUT
 
 
 class URITooLong(HTTPError):

@@ -23,6 +23,7 @@ from .errors import (
     ExpectationFailed,
     HeaderFieldsTooLarge,
     HTTPError,
+    IncompleteMessage,
     NotImplementedByServer,
     URITooLong,
     VersionNotSupported,
@@ -94,7 +95,9 @@ def line_content(line: bytes, limits: Limits, what: str) -> bytes:
         # terminator" - we do not, because a proxy in front may not either.
         raise BadRequest(f"{what} ends in a bare LF, not CRLF")
     else:
-        raise BadRequest(f"{what} is not terminated (connection closed?)")
+        # Callers read at most their limit plus one byte, and check the limit
+        # first: a line without its ending is one the connection cut short.
+        raise IncompleteMessage(f"the connection closed in the middle of the {what}")
     if b"\r" in content:
         # RFC 9112 §2.2: "A recipient of such a bare CR MUST consider that
         # element to be invalid or replace each bare CR with SP".
