@@ -7,8 +7,9 @@ from typing import Any, BinaryIO
 
 import pytest
 
-from wsgibridge.body import ContentLengthInput
+from wsgibridge.body import ChunkedInput, ContentLengthInput
 from wsgibridge.errors import ClientDisconnected, RequestTimeout
+from wsgibridge.parser import Limits
 
 NEXT = b"GET /next HTTP/1.1\r\n\r\n"
 
@@ -162,3 +163,36 @@ def test_client_gone_before_100_continue_is_a_disconnect() -> None:
     body = ContentLengthInput(io.BufferedReader(io.BytesIO(b"abc")), 3, send_continue)
     with pytest.raises(ClientDisconnected):
         body.read()
+
+
+def chunked(raw: bytes) -> ChunkedInput:
+    return ChunkedInput(io.BufferedReader(io.BytesIO(raw)), Limits())
+
+
+def test_chunked_readline_over_a_huge_chunk_is_bounded() -> None:
+    """A chunk that claims 2**60 bytes must not reach ``readline`` as one C-sized limit
+    (OverflowError) or allocation: the cut-off body is a ClientDisconnected."""
+    body = chunked(b"fffffffffffffff\r\nab\ncd")
+    assert body.readline() == b"ab\n"
+    with pytest.raises(ClientDisconnected):
+        body.readline()
+
+
+def test_chunked_sizes_with_leading_zeros_are_fine() -> None:
+    body = chunked(b"0000000000000000000005\r\nhello\r\n0\r\n\r\n")
+    assert body.read() == b"hello"
+
+
+def test_reading_nothing_sends_no_100_continue() -> None:
+    calls: list[int] = []
+    body = ContentLengthInput(io.BufferedReader(io.BytesIO(b"abc")), 3, lambda: calls.append(1))
+    assert body.read(0) == b"" and body.readline(0) == b""
+    assert calls == [] and not body.started
+    assert body.read() == b"abc" and calls == [1]
+
+
+def test_disconnect_message_is_not_wrapped_twice() -> None:
+    body, _ = stream(b"short", length=100, after=b"")
+    with pytest.raises(ClientDisconnected) as info:
+        body.read()
+    assert str(info.value) == "the client closed the connection after 5 of 100 body bytes"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 
@@ -143,12 +144,22 @@ def test_content_length_only_from_validated_framing() -> None:
     ("target", "script", "path"),
     [
         ("/app/x", "/app", "/x"),
+        ("/app/a%2Fb", "/app", "/a/b"),
         ("/app", "/app", ""),
-        ("/apple", "/app", "/apple"),
-        ("/other", "/app", "/other"),
+        ("/caf%C3%A9/x", "/caf%C3%A9", "/x"),
     ],
 )
 def test_script_name_prefix(target: str, script: str, path: str) -> None:
+    """PEP 3333: SCRIPT_NAME is the mount point, PATH_INFO the rest; both decoded."""
     env = make(target, script_name=script)
-    assert env["SCRIPT_NAME"] == script
+    assert env["SCRIPT_NAME"] == unquote(script, encoding="latin-1")
     assert env["PATH_INFO"] == path
+
+
+@pytest.mark.parametrize("target", ["/apple", "/other", "/app%2Fx", "/", "/APP/x"])
+def test_paths_outside_the_prefix_are_not_mounted(target: str) -> None:
+    """Matched on the raw path at a segment boundary: outside it SCRIPT_NAME is empty
+    (and the handler answers 404 without calling the app)."""
+    env = make(target, script_name="/app")
+    assert env["SCRIPT_NAME"] == ""
+    assert env["PATH_INFO"] == unquote(target, encoding="latin-1")

@@ -129,6 +129,11 @@ def test_valid_status(status: str) -> None:
         b"200 OK",
         200,
         "099 Low",
+        "100 Continue",
+        "101 Switching Protocols",
+        "103 Early Hints",
+        "600 High",
+        "999 Beyond",
         " 200 OK",
     ],
 )
@@ -213,9 +218,23 @@ def test_http11_close_requested_says_close() -> None:
 
 
 def test_will_close_hook_adds_connection_close() -> None:
-    writer, sink = run(app_with(body=[b"ab"]), will_close=lambda: True)
+    writer, sink = run(app_with(body=[b"ab"]), will_close=lambda complete: True)
     assert sink.header("Connection") == ["close"]
     assert not writer.keep_alive
+
+
+def test_will_close_is_told_whether_the_app_has_returned() -> None:
+    """The handler may settle the request body before the head only once the app can no
+    longer read it: a one-element list is complete, a generator's first chunk is not."""
+    asked: list[bool] = []
+
+    def will_close(complete: bool) -> bool:
+        asked.append(complete)
+        return False
+
+    run(app_with(body=[b"ab"]), will_close=will_close)
+    run(app_with(body=gen(b"a", b"b")), will_close=will_close)
+    assert asked == [True, False]
 
 
 def test_empty_generator_gets_content_length_zero() -> None:

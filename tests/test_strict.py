@@ -247,18 +247,23 @@ VALID: list[Valid] = [
         target="*",
     ),
     Valid(
-        "connect-authority",
-        b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
-        method="CONNECT",
-        target="example.com:443",
-        headers=[("Host", "example.com:443")],
+        "absolute-form-host-replaced",
+        b"GET http://other.example:81/p HTTP/1.1\r\nHost: evil\r\nX-A: b\r\n\r\n",
+        target="http://other.example:81/p",
+        headers=[("Host", "other.example:81"), ("X-A", "b")],
     ),
     Valid(
-        "connect-ipv6",
-        b"CONNECT [::1]:8443 HTTP/1.1\r\nHost: [::1]:8443\r\n\r\n",
-        method="CONNECT",
-        target="[::1]:8443",
-        headers=[("Host", "[::1]:8443")],
+        "absolute-form-http10-no-host",
+        b"GET HTTP://Example.COM/p HTTP/1.0\r\n\r\n",
+        target="HTTP://Example.COM/p",
+        version="HTTP/1.0",
+        headers=[("Host", "Example.COM")],
+        keep_alive=False,
+    ),
+    Valid(
+        "host-forms",
+        b"GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n",
+        headers=[("Host", "[::1]:8080")],
     ),
     Valid(
         "http10-no-host",
@@ -584,8 +589,11 @@ def test_malformed_head_gets_one_response_then_close(
 # -- 3. every malformed chunked body, live ----------------------------------------------------
 
 
+@pytest.mark.parametrize("how", ["read", "lines"])
 @pytest.mark.parametrize("case", BAD_CHUNKED_BODIES, ids=[c.id for c in BAD_CHUNKED_BODIES])
-def test_malformed_chunked_body_fails_the_read_and_closes(serve: ServerFactory, case: Case) -> None:
+def test_malformed_chunked_body_fails_the_read_and_closes(
+    serve: ServerFactory, case: Case, how: str
+) -> None:
     """RFC 9112 §7.1: chunked-body = *chunk last-chunk trailer-section CRLF, chunk =
     chunk-size [ chunk-ext ] CRLF chunk-data CRLF; a body off that grammar is an error the
     app sees as an exception (never as data), answered with 400 (431 for a trailer section
@@ -596,8 +604,11 @@ def test_malformed_chunked_body_fails_the_read_and_closes(serve: ServerFactory, 
 
     def app(environ: Environ, start_response: StartResponse) -> list[bytes]:
         entered.append(environ["PATH_INFO"])
+        stream = environ["wsgi.input"]
         try:
-            data = environ["wsgi.input"].read()
+            # read() and line-by-line iteration (what multipart parsers do) take
+            # different paths through the decoder; both must refuse.
+            data = stream.read() if how == "read" else b"".join(stream)
         except BaseException as exc:
             raised.append(exc)
             raise
@@ -889,6 +900,21 @@ def test_ignored_small_chunked_body_is_drained(serve: ServerFactory) -> None:
     assert app.calls == ["/ignore", "/after"]
 
 
+@pytest.mark.parametrize("size", [101, 600, 100_000])
+def test_ignored_chunked_body_past_the_drain_cap_says_close(
+    serve: ServerFactory, size: int
+) -> None:
+    """The drain cap holds exactly (no 64 KiB overshoot), and because the app has
+    returned before the head goes out, the response itself says Connection: close
+    (RFC 9112 §9.6) instead of closing a connection it announced as persistent."""
+    app = Recorder()
+    server = serve(app, max_drain_bytes=100)
+    raw = post_head("/ignore", "Transfer-Encoding: chunked") + chunked(b"x" * size) + AFTER
+    response = only_response(server, raw)
+    assert (response.status, response.header("Connection")) == (200, "close")
+    assert app.calls == ["/ignore"]
+
+
 @pytest.mark.parametrize(
     "partial",
     [
@@ -1011,16 +1037,16 @@ def test_final_answer_without_reading_sends_no_100_and_closes(
     assert app_calls == ["/up"]
 
 
-class Unauthorized(HTTPError):
-    status = HTTPStatus.UNAUTHORIZED
-
-
 class GuardedHandler(WSGIRequestHandler):
     """Refuses ``Expect: 100-continue`` uploads to /private before the body is sent."""
 
     def check_continue(self, head: RequestHead) -> None:
         if head.target.startswith("/private"):
-            raise Unauthorized("credentials required for /private")
+            raise HTTPError(
+                "credentials required for /private",
+                status=401,
+                headers=[("WWW-Authenticate", 'Bearer realm="uploads"')],
+            )
 
 
 @pytest.mark.parametrize("framing", list(FRAMINGS))
@@ -1035,6 +1061,8 @@ def test_check_continue_hook_refuses_before_the_app(serve: ServerFactory, framin
     response = only_response(server, post_head("/private", "Expect: 100-continue", field_line))
     assert response.status == 401
     assert response.header("Connection") == "close"
+    # RFC 9110 §15.5.2: a 401 "MUST send a WWW-Authenticate header field".
+    assert response.header("WWW-Authenticate") == 'Bearer realm="uploads"'
     assert b"credentials required" in response.body
     assert seen == []
     with connect(server) as sock:
@@ -1366,3 +1394,47 @@ def test_client_gone_before_100_continue_is_a_disconnect_not_an_app_error(
     assert fresh_get(server).status == 200
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert errors == []
+
+
+def test_handler_state_is_fresh_for_a_refused_request(serve: ServerFactory) -> None:
+    """Handler subclasses keep working on refusals: ``self.headers`` is empty (never the
+    previous request's fields, never an AttributeError), ``raw_requestline`` is the line as
+    received, and a refused HEAD gets no body (RFC 9110 §9.3.2)."""
+    seen: list[tuple[str, dict[str, str], bytes]] = []
+
+    class Inspecting(WSGIRequestHandler):
+        def send_error(self, code: int, *args: Any, **kwargs: Any) -> None:
+            seen.append((self.command, dict(self.headers.items()), self.raw_requestline))
+            super().send_error(code, *args, **kwargs)
+
+    server = serve(Recorder(), handler_class=Inspecting)
+    with connect(server) as sock:
+        sock.sendall(
+            b"GET /a HTTP/1.1\r\nHost: x\r\nX-Secret: s1\r\n\r\n"
+            b"HEAD /b HTTP/1.1\r\nHost: y\r\nContent-Length: x\r\n\r\n"
+        )
+        reader = ResponseReader(sock)
+        assert reader.read_response().status == 200
+        refused = reader.read_response("HEAD")
+        assert refused.status == 400
+        assert reader.at_eof()  # no body followed the refused HEAD's head
+    assert seen == [("HEAD", {}, b"HEAD /b HTTP/1.1\r\n")]
+    response = only_response(server, b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n")
+    assert response.status == 400
+    assert seen[-1] == ("GET", {}, b"GET / HTTP/1.1\r\n")
+
+
+def test_absolute_form_target_sets_http_host(serve: ServerFactory) -> None:
+    """RFC 9112 §3.2.2: the origin server "MUST ignore the received Host header field ...
+    and instead use the host information of the request-target"."""
+    hosts: list[tuple[str, str]] = []
+
+    def app(environ: Environ, start_response: StartResponse) -> list[bytes]:
+        hosts.append((environ["HTTP_HOST"], environ["PATH_INFO"]))
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    server = serve(app)
+    raw = b"GET http://other.example:81/p?q HTTP/1.1\r\nHost: evil\r\nConnection: close\r\n\r\n"
+    assert only_response(server, raw).status == 200
+    assert hosts == [("other.example:81", "/p")]

@@ -204,6 +204,23 @@ def test_environ_url_prefix_becomes_script_name(
     assert env["REQUEST_URI"] == target
 
 
+def test_paths_outside_the_url_prefix_get_404_and_keep_alive(serve: ServerFactory) -> None:
+    """The app is mounted at the prefix: it is not called for other paths."""
+    calls: list[str] = []
+
+    def app(environ: Environ, start_response: StartResponse) -> list[bytes]:
+        calls.append(environ["PATH_INFO"])
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"app"]
+
+    server = serve(app, url_prefix="/app")
+    with connect(server) as sock:
+        sock.sendall(req("/apple") + req("/app%2Fx") + req("/app/in"))
+        reader = ResponseReader(sock)
+        assert [reader.read_response().status for _ in range(3)] == [404, 404, 200]
+    assert calls == ["/in"]
+
+
 @pytest.mark.parametrize(
     ("target", "path_info"),
     [
@@ -1002,6 +1019,10 @@ BAD_RESPONSES: list[tuple[str, Any, Any]] = [
     ("status-bytes", b"200 Injected", []),
     ("status-crlf", "200 OK\r\nInjected: 1", []),
     ("status-int", 200, []),
+    ("status-1xx", "100 Continue", []),
+    ("status-101", "101 Switching Protocols", []),
+    ("status-600", "600 High", []),
+    ("proxy-connection", "200 OK", [("Proxy-Connection", "keep-alive")]),
 ]
 
 

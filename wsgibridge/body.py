@@ -71,16 +71,24 @@ class InputStream:
     def read(self, size: int | None = -1) -> bytes:
         if self.failed is not None:
             raise self.failed
+        if size == 0:
+            return b""  # asks for nothing, so sends no 100 Continue either
         try:
             return self._read(-1 if size is None or size < 0 else size)
+        except ClientDisconnected:
+            raise
         except OSError as exc:
             raise self._broken(exc) from exc
 
     def readline(self, size: int | None = -1) -> bytes:
         if self.failed is not None:
             raise self.failed
+        if size == 0:
+            return b""
         try:
             return self._readline(-1 if size is None or size < 0 else size)
+        except ClientDisconnected:
+            raise
         except OSError as exc:
             raise self._broken(exc) from exc
 
@@ -236,7 +244,9 @@ CHUNK_EXT = re.compile(
 )
 CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]+")
 MAX_CHUNK_LINE = 4096  # a chunk-size line, extensions included
-MAX_CHUNK_SIZE_DIGITS = 16
+# 15 hex digits: under 2**60 bytes, so every size fits the C ssize_t that
+# ``read``/``readline`` limits become, with room to add the bytes already received.
+MAX_CHUNK_SIZE_DIGITS = 15
 
 
 class ChunkedInput(InputStream):
@@ -362,6 +372,7 @@ class ChunkedInput(InputStream):
                 self._next_chunk()
                 continue
             n = self._chunk_left if limit < 0 else min(limit, self._chunk_left)
+            n = min(n, READ_CHUNK)  # readline(n) must stay a C ssize_t, and memory bounded
             data = self._rfile.readline(n)
             newline = data.endswith(b"\n")
             if len(data) < n and not newline:
@@ -386,9 +397,10 @@ class ChunkedInput(InputStream):
         start = self.received
         try:
             while not self.done:
-                if self.received - start > limit:
+                left = limit - (self.received - start)
+                if left < 0:
                     return False
-                self.read(DRAIN_CHUNK)
+                self.read(min(DRAIN_CHUNK, left + 1))
         except (HTTPError, ClientDisconnected):
             return False
         return self.failed is None

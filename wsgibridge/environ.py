@@ -98,9 +98,16 @@ def build_environ(
     received, repeated names allowed.
     """
     path, query = split_target(target)
+    if script_name:
+        # The mount point is matched on the raw path, at a segment boundary, so
+        # that "/app%2Fx" (one segment "app/x") and "/apple" are not under "/app".
+        # Outside the mount, SCRIPT_NAME is "" and the handler answers 404.
+        if path == script_name or path.startswith(script_name + "/"):
+            path = path[len(script_name) :]
+            script_name = decode_path(script_name)
+        else:
+            script_name = ""
     path_info = decode_path(path)
-    if script_name and (path_info == script_name or path_info.startswith(script_name + "/")):
-        path_info = path_info[len(script_name) :]
     environ: dict[str, Any] = {
         "REQUEST_METHOD": method,
         "SCRIPT_NAME": script_name,

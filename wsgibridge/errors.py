@@ -23,6 +23,7 @@ than keeping a table of its own.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from http import HTTPStatus
 
 
@@ -35,11 +36,23 @@ class HTTPError(WSGIBridgeError):
 
     status: HTTPStatus = HTTPStatus.BAD_REQUEST
 
-    def __init__(self, reason: str) -> None:
+    def __init__(
+        self,
+        reason: str,
+        *,
+        status: int | None = None,
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
-        # The raw request line, when it was read before the error (for the logs).
+        if status is not None:
+            self.status = HTTPStatus(status)
+        # Extra response fields, e.g. WWW-Authenticate on a 401 raised by a hook.
+        self.headers = list(headers)
+        # The raw request line and its method, when they were read before the
+        # error (for the logs, and so that a refused HEAD gets no body).
         self.request_line = b""
+        self.method = ""
 
 
 class BadRequest(HTTPError):

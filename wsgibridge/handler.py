@@ -12,8 +12,8 @@ One request's life, all in :meth:`WSGIRequestHandler.handle_one_request`:
 6. write the access log line.
 
 Subclasses customise through the collaborator attributes (``writer_class``,
-``input_class``) and the named hooks (``make_environ``, ``expect_continue``,
-``log_access``), never through ``__getattr__``.
+``input_class``) and the named hooks (``open_input``, ``check_continue``,
+``send_continue``, ``make_environ``, ``log_access``), never through ``__getattr__``.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from .body import ChunkedInput, ContentLengthInput, InputStream
 from .environ import build_environ
 from .errors import HTTPError, PayloadTooLarge
 from .parser import RequestHead, read_request_head
-from .response import ResponseWriter, http_date
+from .response import ResponseWriter, http_date, validate_headers
 
 if TYPE_CHECKING:
     from .server import WSGIServer
@@ -80,6 +80,16 @@ def linger(sock: socket.socket) -> None:
             received += len(data)
     except OSError:
         pass
+
+
+def not_mounted(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """The 404 for a path outside the ``url_prefix`` the app is mounted under."""
+    body = b"404 Not Found\n"
+    start_response(
+        "404 Not Found",
+        [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))],
+    )
+    return [body]
 
 
 class _LogDate:
@@ -164,9 +174,12 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
         self._body_bytes = 0
         self._writer: ResponseWriter | None = None
         self._header_message: HTTPMessage | None = None
+        self.head: RequestHead | None = None
+        self.raw_requestline = b""
         self.requestline = ""
         self.request_version = self.default_request_version
         self.command = ""
+        self.path = ""
         try:
             head = read_request_head(self.rfile, self.server.limits)
         except HTTPError as exc:
@@ -179,6 +192,7 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         self.head = head
+        self.raw_requestline = head.raw_request_line
         self.command = head.method
         self.path = head.target
         self.request_version = head.version
@@ -198,8 +212,9 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
         message = self._header_message
         if message is None:
             message = HTTPMessage()
-            for name, value in self.head.headers:
-                message[name] = value
+            if self.head is not None:  # None while no request, or a refused one
+                for name, value in self.head.headers:
+                    message[name] = value
             self._header_message = message
         return message
 
@@ -213,10 +228,11 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
         """Hook: decide on ``Expect: 100-continue`` before the app runs or the body is sent.
 
         Raise an :class:`~wsgibridge.errors.HTTPError` (a subclass with the
-        ``status`` you want, e.g. 401 or 413) to refuse the request without the
-        client ever sending its body; return to let the app decide.  The
-        default lets every request through; ``100 Continue`` is then sent
-        when the app first reads ``wsgi.input``.
+        ``status`` you want, e.g. 401 or 413, and ``headers=[...]`` for fields
+        such as ``WWW-Authenticate``) to refuse the request without the client
+        ever sending its body; return to let the app decide.  The default lets
+        every request through; ``100 Continue`` is then sent when the app
+        first reads ``wsgi.input``.
         """
 
     def send_continue(self) -> None:
@@ -282,8 +298,17 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
         config = server.config
         environ = self.make_environ(head, body)
 
-        def will_close() -> bool:
-            return server.stopping or not body.drainable(config.max_drain_bytes)
+        def will_close(complete: bool) -> bool:
+            if server.stopping:
+                return True
+            if complete:
+                # The app is done with the body: settle it now, so that the
+                # response can say Connection: close if it cannot be drained.
+                try:
+                    return not body.drain(config.max_drain_bytes)
+                except OSError:
+                    return True
+            return not body.drainable(config.max_drain_bytes)
 
         writer = self.writer_class(
             self,
@@ -295,7 +320,10 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
             describe=self.describe_request,
         )
         self._writer = writer
-        writer.respond(server.app, environ)
+        app = server.app
+        if config.url_prefix and not environ["SCRIPT_NAME"]:
+            app = not_mounted  # outside --url-prefix: the app is not there
+        writer.respond(app, environ)
         self._status_code = writer.status_code
         self._body_bytes = writer.body_bytes
         keep_alive = writer.keep_alive and not writer.client_gone and body.failed is None
@@ -342,12 +370,22 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
         request is never parsed, let alone answered.
         """
         if exc.request_line and not self.requestline:
+            self.raw_requestline = exc.request_line
             line = exc.request_line[:LOGGED_LINE_MAX].rstrip(b"\r\n")
             self.requestline = line.decode("latin-1")
-        self.send_error(exc.status, exc.reason)
+        if exc.method and not self.command:
+            self.command = exc.method  # a refused HEAD still gets no body
+        self.send_error(exc.status, exc.reason, extra_headers=exc.headers)
         self._linger = True
 
-    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+    def send_error(
+        self,
+        code: int,
+        message: str | None = None,
+        explain: str | None = None,
+        *,
+        extra_headers: list[tuple[str, str]] | None = None,
+    ) -> None:
         """A short plain-text error that closes the connection (the app is never called)."""
         status = HTTPStatus(code)
         self.close_connection = True
@@ -369,6 +407,7 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
                 [
                     ("Content-Type", "text/plain; charset=utf-8"),
                     ("Content-Length", str(len(body))),
+                    *(validate_headers(extra_headers) if extra_headers else ()),
                     ("Connection", "close"),
                     ("Date", http_date()),
                     ("Server", ResponseWriter.server_software),

@@ -38,7 +38,14 @@ FIELD_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
 TARGET = re.compile(rb"[\x21-\x7e\x80-\xff]+")
 # RFC 9112 §3.2.3: authority-form = uri-host ":" port (CONNECT only).
 AUTHORITY = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[^\s/?#@\[\]:]+):[0-9]+")
-ABSOLUTE = re.compile(rb"[A-Za-z][A-Za-z0-9+.\-]*://[^\s]*")
+# RFC 9112 §3.2.2 absolute-form, for the schemes an origin server serves; RFC
+# 9110 §4.2.1: "A sender MUST NOT generate an "http" URI with an empty host
+# identifier. A recipient that processes such a URI reference MUST reject it".
+ABSOLUTE = re.compile(rb"[Hh][Tt][Tt][Pp][Ss]?://([^/?#@\s]+)(?:[/?][^#\s]*)?")
+# RFC 9110 §7.2: Host = uri-host [ ":" port ]; RFC 3986 §3.2.2: uri-host =
+# IP-literal / IPv4address / reg-name, reg-name = *( unreserved / pct-encoded /
+# sub-delims ).  No spaces, no "/", "@", "?" or "#": anything else is refused.
+HOST = re.compile(r"(?:\[[0-9A-Za-z:._~%!$&'()*+,;=-]+\]|[0-9A-Za-z._~%!$&'()*+,;=-]*)(?::[0-9]*)?")
 HIGHER_VERSION = re.compile(rb"HTTP/[2-9]\.[0-9]")
 DIGITS = re.compile(rb"[0-9]+")
 OWS = b" \t"
@@ -78,6 +85,7 @@ class RequestHead:
     keep_alive: bool = True  # as far as the client is concerned
     expect_continue: bool = False
     connection_tokens: set[str] = field(default_factory=set)
+    raw_request_line: bytes = b""  # as received, CRLF included
 
     @property
     def http11(self) -> bool:
@@ -122,6 +130,9 @@ def parse_request_line(line: bytes, limits: Limits) -> tuple[str, str, str]:
         raise BadRequest("the method is not a token")
     if TARGET.fullmatch(target) is None:
         raise BadRequest("the request target is empty or has controls or spaces")
+    if b"#" in target:
+        # RFC 9112 §3.2: the request-target has no fragment ("#" ends a URI).
+        raise BadRequest("the request target has a fragment")
     first = target[0]
     if first == 0x2F:  # "/": origin-form, the common case
         if method == b"CONNECT":
@@ -136,6 +147,11 @@ def parse_request_line(line: bytes, limits: Limits) -> tuple[str, str, str]:
             raise BadRequest("CONNECT needs an authority-form target")
     elif ABSOLUTE.fullmatch(target) is None:
         raise BadRequest("the request target is not in origin, absolute or asterisk form")
+    if method == b"CONNECT":
+        # A well-formed CONNECT asks for a tunnel; we are an origin server, not
+        # a proxy.  RFC 9110 §15.6.2: 501 when the server "does not recognize
+        # the request method and is not capable of supporting it".
+        raise NotImplementedByServer("CONNECT (tunnelling) is not supported")
     return method.decode("ascii"), target.decode("latin-1"), version.decode("ascii")
 
 
@@ -210,7 +226,7 @@ def decide_framing(head: RequestHead) -> None:
     encodings: list[str] = []
     connection: list[str] = []
     expect: list[str] = []
-    hosts = 0
+    hosts: list[str] = []
     content_types = 0
     for name, value in head.headers:
         lower = name.lower()
@@ -221,7 +237,7 @@ def decide_framing(head: RequestHead) -> None:
         elif lower == "connection":
             connection.append(value)
         elif lower == "host":
-            hosts += 1
+            hosts.append(value)
         elif lower == "expect":
             expect.append(value)
         elif lower == "content-type":
@@ -230,8 +246,25 @@ def decide_framing(head: RequestHead) -> None:
     # RFC 9112 §3.2: "A server MUST respond with a 400 (Bad Request) status code
     # to any HTTP/1.1 request message that lacks a Host header field and to any
     # request message that contains more than one Host header field".
-    if hosts > 1 or (http11 and hosts == 0):
+    if len(hosts) > 1 or (http11 and not hosts):
         raise BadRequest("an HTTP/1.1 request needs exactly one Host field")
+    # "... and to any request message that contains ... a Host header field
+    # with an invalid field value."
+    if hosts and HOST.fullmatch(hosts[0]) is None:
+        raise BadRequest("the Host field is not host[:port]")
+    absolute = ABSOLUTE.fullmatch(head.target.encode("latin-1")) if head.target[0] != "/" else None
+    if absolute is not None:
+        # RFC 9112 §3.2.2: "When an origin server receives a request with an
+        # absolute-form of request-target, the origin server MUST ignore the
+        # received Host header field (if any) and instead use the host
+        # information of the request-target."
+        authority = absolute.group(1).decode("latin-1")
+        if HOST.fullmatch(authority) is None:
+            raise BadRequest("the request target's authority is not host[:port]")
+        if hosts:
+            head.headers = [(n, authority if n.lower() == "host" else v) for n, v in head.headers]
+        else:
+            head.headers.append(("Host", authority))
     if content_types > 1:
         raise BadRequest("more than one Content-Type field")
     if encodings:
@@ -284,14 +317,16 @@ def read_request_head(rfile: Reader, limits: Limits) -> RequestHead | None:
         line = rfile.readline(limits.max_request_line + 1)
     if not line:
         return None
+    method = ""
     try:
         if len(line) > limits.max_request_line:
             raise URITooLong(f"the request line is longer than {limits.max_request_line} bytes")
         method, target, version = parse_request_line(line, limits)
         headers = read_header_lines(rfile, limits, limits.max_header_bytes)
-        head = RequestHead(method, target, version, headers)
+        head = RequestHead(method, target, version, headers, raw_request_line=line)
         decide_framing(head)
     except HTTPError as exc:
         exc.request_line = line
+        exc.method = method
         raise
     return head

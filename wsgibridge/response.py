@@ -47,7 +47,11 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 # PEP 3333: "a status code and a reason phrase, in that order and separated by
 # a single space"; RFC 9112 §4: reason-phrase = 1*( HTAB / SP / VCHAR / obs-text ).
-_STATUS = re.compile(r"([1-9][0-9][0-9]) ([\t\x20-\x7e\x80-\xff]*)")
+# Only final statuses, 200-599: RFC 9110 §15 defines no code above 599, and a
+# 1xx is an interim response that a client skips while it waits for the real
+# one - sent as the app's answer, every later response on the connection
+# would be taken for the one before it.  (WSGI has no way to switch protocols.)
+_STATUS = re.compile(r"([2-5][0-9][0-9]) ([\t\x20-\x7e\x80-\xff]*)")
 
 # RFC 9110 §7.6.1 and PEP 3333 "Other HTTP Features": hop-by-hop fields are the
 # server's business; an application must not set them.
@@ -57,6 +61,7 @@ HOP_BY_HOP = frozenset(
         "keep-alive",
         "proxy-authenticate",
         "proxy-authorization",
+        "proxy-connection",  # obsolete, but still hop-by-hop wherever it is honoured
         "te",
         "trailer",
         "transfer-encoding",
@@ -134,8 +139,8 @@ def validate_status(status: object) -> tuple[int, str]:
     match = _STATUS.fullmatch(status)
     if match is None:
         raise ResponseHeaderError(
-            f"status must be a 3-digit code, a space and a reason phrase without"
-            f" control characters, not {status!r}"
+            f"status must be a final status code (200-599), a space and a reason phrase"
+            f" without control characters, not {status!r}"
         )
     return int(match.group(1)), match.group(2)
 
@@ -178,7 +183,9 @@ class ResponseWriter:
     may carry another request as far as this response is concerned.
     ``will_close`` is asked, just before the header section goes out, whether
     the server already knows it will close the connection (then the response
-    says ``Connection: close``).
+    says ``Connection: close``); its argument says whether the response is
+    already complete (the app has returned, so it can read no more of the
+    request body).
     """
 
     server_software = f"wsgibridge/{__version__}"
@@ -190,7 +197,7 @@ class ResponseWriter:
         method: str,
         http11: bool,
         client_keep_alive: bool,
-        will_close: Callable[[], bool] | None = None,
+        will_close: Callable[[bool], bool] | None = None,
         expose_tracebacks: bool = False,
         describe: Callable[[], str] | None = None,
     ) -> None:
@@ -367,7 +374,11 @@ class ResponseWriter:
             out.append(("Transfer-Encoding", "chunked"))
         else:
             self.keep_alive = False
-        if self.keep_alive and self._will_close is not None and self._will_close():
+        if (
+            self.keep_alive
+            and self._will_close is not None
+            and self._will_close(known_length is not None)
+        ):
             self.keep_alive = False
         if self.http11:
             if not self.keep_alive:
