@@ -134,11 +134,23 @@ def content_length(environ: WSGIEnvironment) -> int | None:
 
 
 def read_small_body(environ: WSGIEnvironment) -> bytes:
-    """The whole body of a request that is expected to be small (JSON, a form)."""
-    length = content_length(environ) or 0
+    """The whole body of a request that is expected to be small (JSON, a form).
+
+    With a Content-Length, that many bytes; without one (a chunked upload), to
+    end-of-file when the server promises ``wsgi.input_terminated``, reading at
+    most one byte past the limit to tell that it is exceeded.
+    """
+    length = content_length(environ)
+    if length is None:
+        if not environ.get("wsgi.input_terminated"):
+            return b""  # PEP 3333: without a length, an app must not read to EOF
+        body: bytes = environ["wsgi.input"].read(MAX_SMALL_BODY + 1)
+        if len(body) > MAX_SMALL_BODY:
+            raise Reject(text(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "Payload Too Large"))
+        return body
     if length > MAX_SMALL_BODY:
         raise Reject(text(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "Payload Too Large"))
-    body: bytes = environ["wsgi.input"].read(length) if length else b""
+    body = environ["wsgi.input"].read(length) if length else b""
     return body
 
 

@@ -211,6 +211,23 @@ def test_json_echoes_message(seed: WSGIServer, session: requests.Session) -> Non
     assert response.json() == {"received": "hi"}
 
 
+def test_json_chunked_upload(seed: WSGIServer, session: requests.Session) -> None:
+    """A client streaming its JSON (no Content-Length) is read to wsgi.input's end."""
+
+    def pieces() -> Iterator[bytes]:
+        yield b'{"mess'
+        yield b'age": "chunked"}'
+
+    response = session.post(
+        url(seed, "/json"),
+        data=pieces(),
+        headers={"Content-Type": "application/json"},
+        timeout=TIMEOUT,
+    )
+    assert response.status_code == 200
+    assert response.json() == {"received": "chunked"}
+
+
 @pytest.mark.parametrize("message", ["héllo wörld", ["a", 1], {"nested": True}, None])
 def test_json_any_message_with_httpx(
     seed: WSGIServer, client: httpx.Client, message: object
