@@ -1,0 +1,814 @@
+"""Believing a reverse proxy: forwarding headers and the PROXY protocol v1, pure.
+
+Rule: what a request says about its own origin is believed only when the
+connection comes from a trusted proxy, only as far back as a chain of trusted
+proxies vouches for it, and only when it parses exactly; from any other peer
+every forwarding header is removed from the environ, so that the application
+can never be fooled by one.  RFC 7239 §8.1: the field "cannot be relied upon
+to be correct, as it may be modified, whether mistakenly or for malicious
+reasons, by every node on the way to the server, including the client making
+the request."  Nothing here raises on a header value: a malformed one is
+ignored, never repaired.  Nothing here touches a socket, a thread or a logger.
+
+Who is trusted
+    :class:`TrustedProxies` (``--forwarded-allow-ips``): addresses and CIDR
+    networks, ``unix`` for peers on a Unix domain socket (whose REMOTE_ADDR is
+    ``""`` or a path starting with ``/``), ``*`` for every peer, ``""`` for none.  An IPv4-mapped
+    IPv6 peer (``::ffff:10.0.0.1``, what a dual-stack socket reports) matches
+    the IPv4 entries.  ``*`` trusts every peer but no address named in a
+    header, so with ``*`` alone the rightmost X-Forwarded-For element is the
+    client (one proxy in front, waitress's ``trusted_proxy_count=1``); list the
+    proxies' networks for longer chains.  Trust only the proxies themselves: a
+    client inside a trusted network can claim any address.
+
+Which header family
+    ``X-Forwarded-For/-Proto/-Host/-Port`` or ``Forwarded`` (RFC 7239), never
+    a mix: when any X-Forwarded-* header is present, Forwarded is ignored.  A
+    proxy rewrites the family it is configured for and passes the other one
+    through from the client untouched, and X-Forwarded-* is the family nginx,
+    HAProxy, the cloud load balancers, Traefik and Caddy set (gunicorn, uvicorn
+    and Werkzeug's ProxyFix read nothing else).  Letting Forwarded win would
+    let any client spoof its address through an nginx that only sets
+    X-Forwarded-For; believing neither would let it pose as the proxy itself
+    (below).  A proxy that sends only Forwarded must therefore remove the
+    clients' X-Forwarded-* headers, and every proxy must set or remove each
+    header of its family that it does not want clients to choose.
+
+The client hop
+    Every proxy appends the address it received the request from, so the list
+    is read from the right, where the trusted proxies wrote: elements that are
+    trusted proxies' addresses are skipped, and the first one that is not is the
+    *client hop*.  Its address becomes REMOTE_ADDR (canonical form; REMOTE_PORT
+    is its port when the element gives one, else ``""``) and the peer is kept in
+    ``environ["wsgibridge.proxy_peer"]``.  If every element is a trusted proxy,
+    the leftmost is the client.  If the client hop has no usable address
+    (``unknown``, an obfuscated ``_name``, a missing ``for=``, or garbage), the
+    client is not known: REMOTE_ADDR becomes the nearest trusted address walked
+    past, or stays the peer when the peer itself wrote it.  Elements left of
+    the client hop are never read, not even parsed: they are whatever the
+    client claimed, and if garbage there voided the header, a client could
+    make its requests appear to come from the proxy itself (typically
+    127.0.0.1), slipping past address-based access rules.  So ``Forwarded`` is
+    parsed strictly but from the right, element by element, up to the client
+    hop: a malformed element is where reading stops (as if it were
+    ``for=unknown`` with nothing else), not a reason to drop the elements our
+    proxies appended after it.
+
+Scheme, host and port
+    In ``Forwarded``, the client hop's element says what the client used:
+    RFC 7239 §4, "The first element in this list holds information added by the
+    first proxy that implements and uses this header field, and each subsequent
+    element holds information added by each subsequent proxy"; ``proto=`` and
+    ``host=`` are taken from the client hop's element or, when it lacks them,
+    from the nearest element to its right that has them (waitress's "oldest
+    entry that contains the information").  ``by=`` and extensions are ignored.
+
+    ``X-Forwarded-Proto/-Host/-Port`` are lists too when proxies append to
+    them.  When one has as many elements as X-Forwarded-For, each proxy appended
+    to both, and the element at the client hop's position is used (in
+    ``https, http`` from an edge and an internal proxy, the client's
+    ``https``); otherwise the rightmost element, the one our trusted peer wrote
+    or passed on, is used (never the leftmost, which a client writes when a
+    proxy appends to its value).  An invalid chosen element means that header
+    is ignored.
+
+    - The scheme (``http`` or ``https``, any case) sets ``wsgi.url_scheme``;
+      anything else is ignored.
+    - A forwarded host (``host[:port]``, :data:`wsgibridge.parser.HOST`, a
+      bracketed part must be an IPv6 address, a port 1-65535) replaces
+      HTTP_HOST, and sets SERVER_NAME (IPv6 keeps its brackets, as a URL needs)
+      and, when it has a port, SERVER_PORT.
+    - X-Forwarded-Port (1*5DIGIT, 1-65535) sets SERVER_PORT, unless the
+      forwarded host had an explicit port: the Host is what the client typed in
+      its URL, the port header is only where the edge listened (the waitress
+      order).  HTTP_HOST then gets that port, or loses its port when it is the
+      scheme's default, so that a URL rebuilt from HTTP_HOST (PEP 3333) is
+      right.
+    - Otherwise, when the scheme or the host was forwarded, SERVER_PORT becomes
+      the explicit port of the (new) HTTP_HOST, or the scheme's default port
+      (80 or 443) when it has none, since a Host without a port means the
+      default one (RFC 9110 §4.2).
+
+What stays
+    From a trusted peer every forwarding key stays in the environ, the
+    application may want the chain.  From any other peer every key of
+    :data:`FORWARDING_KEYS` is deleted: the ones read here and the ones of the
+    same family read by common middleware and applications (X-Forwarded-By,
+    -Prefix, -Server, -Scheme, -Ssl, X-Real-IP), which this module never
+    interprets.  X-Forwarded-Prefix in particular is not turned into
+    SCRIPT_NAME: the mount point is the server's ``--url-prefix``, and a header
+    that changes routing is left to a middleware the application chooses.
+
+PROXY protocol v1
+    :func:`parse_proxy_v1` reads the HAProxy text header exactly as the spec
+    (``proxy-protocol.txt`` §2.1) writes it; "Any sequence which does not
+    exactly match the protocol must be discarded and cause the receiver to
+    abort the connection", so anything else raises
+    :class:`~wsgibridge.errors.BadRequest`.  Addresses come back canonical
+    (lower-case, compressed IPv6, ``::ffff:a.b.c.d`` for a mapped address).  The
+    caller reads it on every connection of a listener configured for it and
+    only there (the receiver "MUST not try to guess whether the protocol header
+    is present or not"), and only from trusted peers ("The receiver SHOULD
+    ensure proper access filtering so that only trusted proxies are allowed to
+    use this protocol").
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple, TypeAlias, TypeVar
+
+from .errors import BadRequest, IncompleteMessage
+from .parser import HOST
+
+__all__ = [
+    "FORWARDING_KEYS",
+    "MAX_PROXY_LINE",
+    "PROXY_PEER_KEY",
+    "ProxyHeader",
+    "TrustedProxies",
+    "apply_forwarded",
+    "parse_forwarded",
+    "parse_proxy_v1",
+]
+
+IPAddress: TypeAlias = "ipaddress.IPv4Address | ipaddress.IPv6Address"
+
+# Where the real peer goes when REMOTE_ADDR is rewritten (set for every trusted peer).
+PROXY_PEER_KEY = "wsgibridge.proxy_peer"
+
+_XFF = "HTTP_X_FORWARDED_FOR"
+_XF_PROTO = "HTTP_X_FORWARDED_PROTO"
+_XF_HOST = "HTTP_X_FORWARDED_HOST"
+_XF_PORT = "HTTP_X_FORWARDED_PORT"
+_FORWARDED = "HTTP_FORWARDED"
+_X_FORWARDED_KEYS = (_XFF, _XF_PROTO, _XF_HOST, _XF_PORT)
+
+# The keys read here, then the same family's keys only guarded (deleted from
+# untrusted peers, never interpreted).
+FORWARDING_KEYS: frozenset[str] = frozenset(
+    {
+        *_X_FORWARDED_KEYS,
+        _FORWARDED,
+        "HTTP_X_FORWARDED_BY",
+        "HTTP_X_FORWARDED_PREFIX",
+        "HTTP_X_FORWARDED_SERVER",
+        "HTTP_X_FORWARDED_SCHEME",
+        "HTTP_X_FORWARDED_SSL",
+        "HTTP_X_REAL_IP",
+    }
+)
+
+DEFAULT_PORTS = {"http": "80", "https": "443"}
+OWS = " \t"
+
+# --------------------------------------------------------------------------
+# Trusted proxies
+# --------------------------------------------------------------------------
+
+# An address or CIDR as written in the spec; the ipaddress module then decides.
+# No "%zone" (a zone names one of our interfaces, not a proxy) and no brackets.
+_SPEC_ITEM = re.compile(r"[0-9A-Fa-f:.]+(?:/[0-9]{1,3})?")
+# IPv4-mapped IPv6 addresses, RFC 4291 §2.5.5.2.
+_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+_CACHE_MAX = 1024
+
+
+def _canonical(ip: IPAddress) -> str:
+    """``str(ip)``, but a mapped address as ``::ffff:a.b.c.d`` on every Python (as sockets say)."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return f"::ffff:{ip.ipv4_mapped}"
+    return str(ip)
+
+
+def _is_unix_name(address: str) -> bool:
+    """True for what the server puts in REMOTE_ADDR for a Unix-socket peer."""
+    return address == "" or address.startswith(("/", "\0"))
+
+
+class TrustedProxies:
+    """Addresses and networks whose forwarding headers are believed."""
+
+    __slots__ = ("_all", "_cache", "_exact", "_unix", "_v4", "_v6", "spec")
+
+    def __init__(self, spec: str) -> None:
+        self.spec = spec
+        self._all = False
+        self._unix = False
+        exact: set[str] = set()
+        v4: list[ipaddress.IPv4Network] = []
+        v6: list[ipaddress.IPv6Network] = []
+        if spec.strip():
+            for raw in spec.split(","):
+                item = raw.strip()
+                if not item:
+                    raise ValueError(f"an empty item in the trusted proxies {spec!r}")
+                if item == "*":
+                    self._all = True
+                    continue
+                if item.lower() == "unix":
+                    self._unix = True
+                    continue
+                if _SPEC_ITEM.fullmatch(item) is None:
+                    raise ValueError(
+                        f"bad trusted proxy {item!r}: not an IP address, a CIDR network,"
+                        " 'unix' or '*'"
+                    )
+                try:
+                    # strict: "10.0.0.1/8" is refused rather than read as 10.0.0.0/8,
+                    # since it is as likely a typo for "10.0.0.1/32".
+                    network = ipaddress.ip_network(item, strict=True)
+                except ValueError as exc:
+                    raise ValueError(f"bad trusted proxy {item!r}: {exc}") from None
+                if isinstance(network, ipaddress.IPv4Network):
+                    v4.append(network)
+                    if network.num_addresses == 1:
+                        exact.add(str(network.network_address))
+                        exact.add(f"::ffff:{network.network_address}")
+                else:
+                    v6.append(network)
+                    if network.prefixlen >= 96 and network.network_address in _MAPPED:
+                        # "::ffff:10.0.0.0/104" is 10.0.0.0/8 seen through IPv6.
+                        mapped = ipaddress.IPv4Network(
+                            (int(network.network_address) & 0xFFFFFFFF, network.prefixlen - 96)
+                        )
+                        v4.append(mapped)
+                        if mapped.num_addresses == 1:
+                            exact.add(str(mapped.network_address))
+                    if network.num_addresses == 1:
+                        exact.add(_canonical(network.network_address))
+        self._exact = frozenset(exact)
+        self._v4 = tuple(v4)
+        self._v6 = tuple(v6)
+        self._cache: dict[str, bool] = {}
+
+    def __repr__(self) -> str:
+        return f"TrustedProxies({self.spec!r})"
+
+    def __bool__(self) -> bool:
+        return self._all or self._unix or bool(self._v4) or bool(self._v6)
+
+    def __contains__(self, address: str) -> bool:
+        """Whether a peer address (as in REMOTE_ADDR, no brackets or port) is trusted."""
+        if self._all or address in self._exact:
+            return True
+        try:
+            return self._cache[address]
+        except KeyError:
+            pass
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            result = self._unix and _is_unix_name(address)
+        else:
+            result = self._in_networks(ip)
+        if len(self._cache) < _CACHE_MAX:
+            self._cache[address] = result
+        return result
+
+    def _trusts_hop(self, node: _Node) -> bool:
+        """Whether an address named in a forwarding header is a trusted proxy's.
+
+        ``*`` trusts every peer, not every address a peer names: otherwise the
+        leftmost, client-written X-Forwarded-For element would always win.
+        """
+        return node.address in self._exact or self._in_networks(node.ip)
+
+    def _in_networks(self, ip: IPAddress) -> bool:
+        if isinstance(ip, ipaddress.IPv6Address):
+            mapped = ip.ipv4_mapped
+            if mapped is not None and any(mapped in net for net in self._v4):
+                return True
+            return any(ip in net for net in self._v6)
+        return any(ip in net for net in self._v4)
+
+
+# --------------------------------------------------------------------------
+# Addresses in forwarding headers
+# --------------------------------------------------------------------------
+
+
+class _Node(NamedTuple):
+    """An address named in a forwarding header: canonical text, port ("" if unknown), parsed."""
+
+    address: str
+    port: str
+    ip: IPAddress
+
+
+def _client_port(digits: str | None) -> str | None:
+    """A client port as REMOTE_PORT: "" when not given, None when out of range."""
+    if digits is None:
+        return ""
+    value = int(digits)  # at most 5 digits, by the callers' regexes
+    return str(value) if value <= 65535 else None
+
+
+def _server_port(text: str) -> str | None:
+    """RFC 3986 §3.2.3 port as a server port: 1*5DIGIT, 1-65535; None if not."""
+    if not (0 < len(text) <= 5) or not text.isdigit() or not text.isascii():
+        return None
+    value = int(text)
+    return str(value) if 0 < value <= 65535 else None
+
+
+def _node_from(v4: str | None, v6: str | None, port: str | None) -> _Node | None:
+    """The node for an IPv4 or IPv6 literal and optional port digits, None if invalid."""
+    try:
+        ip: IPAddress = (
+            ipaddress.IPv4Address(v4) if v4 is not None else ipaddress.IPv6Address(v6 or "")
+        )
+    except ValueError:
+        return None
+    remote_port = _client_port(port)
+    if remote_port is None:
+        return None
+    return _Node(_canonical(ip), remote_port, ip)
+
+
+# X-Forwarded-For has no specification; what proxies write is an IPv4 or IPv6
+# address, sometimes with a port ("192.0.2.1:4711", "[2001:db8::1]:4711",
+# Azure and IIS ARR).  Anything else, "unknown" included, is not an address.
+_XFF_HOP = re.compile(
+    r"(?P<v4>[0-9]{1,3}(?:\.[0-9]{1,3}){3})(?::(?P<v4port>[0-9]{1,5}))?"
+    r"|\[(?P<v6b>[0-9A-Fa-f:.]+)\](?::(?P<v6port>[0-9]{1,5}))?"
+    r"|(?P<v6>[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*)"
+)
+
+
+def _xff_node(element: str) -> _Node | None:
+    """One X-Forwarded-For element as a node, None if it is not an address."""
+    match = _XFF_HOP.fullmatch(element)
+    if match is None:
+        return None
+    if match["v4"] is not None:
+        return _node_from(match["v4"], None, match["v4port"])
+    if match["v6b"] is not None:
+        return _node_from(None, match["v6b"], match["v6port"])
+    return _node_from(None, match["v6"], None)
+
+
+# RFC 7239 §6:
+#   node     = nodename [ ":" node-port ]
+#   nodename = IPv4address / "[" IPv6address "]" / "unknown" / obfnode
+#   obfnode  = "_" 1*( ALPHA / DIGIT / "." / "_" / "-")
+#   node-port = port / obfport;  port = 1*5DIGIT;  obfport = "_" 1*(ALPHA / DIGIT / "." / "_" / "-")
+# "It is important to note that an IPv6 address and any nodename with
+# node-port specified MUST be quoted, since ":" is not an allowed character in
+# "token"."  (Quoting is checked by the field parser; this sees the unquoted value.)
+_FORWARDED_NODE = re.compile(
+    r"(?:(?P<v4>[0-9]{1,3}(?:\.[0-9]{1,3}){3})|\[(?P<v6>[0-9A-Fa-f:.]+)\]"
+    r"|[Uu][Nn][Kk][Nn][Oo][Ww][Nn]|_[A-Za-z0-9._-]+)"
+    r"(?::(?:(?P<port>[0-9]{1,5})|_[A-Za-z0-9._-]+))?"
+)
+
+
+def _forwarded_node(value: str | None) -> _Node | None:
+    """A ``for=`` value as a node; None for "unknown", an obfuscated name, or anything invalid.
+
+    RFC 7239 §6.2: "The "unknown" identifier is used when the identity of the
+    preceding entity is not known"; an obfuscated port leaves REMOTE_PORT "".
+    """
+    if value is None:
+        return None
+    match = _FORWARDED_NODE.fullmatch(value)
+    if match is None or (match["v4"] is None and match["v6"] is None):
+        return None
+    return _node_from(match["v4"], match["v6"], match["port"])
+
+
+_Hop = TypeVar("_Hop")
+
+
+def _walk(
+    hops: Iterable[_Hop], node_of: Callable[[_Hop], _Node | None], trusted: TrustedProxies
+) -> tuple[list[_Hop], _Node | None]:
+    """(the hops read, the client hop last; the node REMOTE_ADDR becomes or None).
+
+    ``hops`` come from the right; none left of the client hop is read.
+    """
+    walked: list[_Hop] = []
+    nearest: _Node | None = None
+    for hop in hops:
+        walked.append(hop)
+        node = node_of(hop)
+        if node is None:
+            # Not an address: the client is unknown; the nearest trusted hop
+            # (or, for the rightmost, the peer) is as far as we can see.
+            return walked, nearest
+        if not trusted._trusts_hop(node):
+            return walked, node
+        nearest = node
+    # Every hop is a trusted proxy: the leftmost is where the request began.
+    return walked, nearest
+
+
+def _parse_host(text: str) -> tuple[str, str | None] | None:
+    """(name, port or None) of a ``host[:port]`` (RFC 9110 §7.2), None if invalid.
+
+    ``name`` keeps an IPv6 literal's brackets; an empty port (``host:``) is no port.
+    """
+    if not text or HOST.fullmatch(text) is None:
+        return None
+    if text[0] == "[":
+        close = text.index("]")
+        name, rest = text[: close + 1], text[close + 1 :]
+        try:
+            ipaddress.IPv6Address(name[1:-1])
+        except ValueError:
+            return None  # IPvFuture and zone identifiers are not hosts we serve
+        if "%" in name:
+            return None
+    else:
+        name, colon, port_text = text.partition(":")
+        rest = colon + port_text
+        if not name:
+            return None
+    if rest in ("", ":"):
+        return name, None
+    port = _server_port(rest[1:])
+    if port is None:
+        return None
+    return name, port
+
+
+# --------------------------------------------------------------------------
+# The Forwarded field (RFC 7239 §4)
+# --------------------------------------------------------------------------
+
+# RFC 9110 §5.6.2: token = 1*tchar
+_TCHARS = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+# RFC 9110 §5.6.4: quoted-string = DQUOTE *( qdtext / quoted-pair ) DQUOTE;
+# qdtext = HTAB / SP / %x21 / %x23-5B / %x5D-7E / obs-text;
+# quoted-pair = "\" ( HTAB / SP / VCHAR / obs-text ).  The two alternatives
+# start with different characters, so matching is linear.
+_QUOTED = re.compile(r'"((?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t\x20-\x7e\x80-\xff])*)"')
+_QUOTED_PAIR = re.compile(r"\\(.)", re.DOTALL)
+
+
+def _token_before(value: str, end: int) -> int:
+    """Where the run of tchars ending at ``end`` starts (``end`` if there is none)."""
+    start = end
+    while start > 0 and value[start - 1] in _TCHARS:
+        start -= 1
+    return start
+
+
+def _ows_before(value: str, end: int) -> int:
+    while end > 0 and value[end - 1] in OWS:
+        end -= 1
+    return end
+
+
+def _pair_before(value: str, end: int) -> tuple[str, str, int] | None:
+    """(lower-case name, unquoted value, start) of the pair ending at ``end``; None if malformed."""
+    if value[end - 1] == '"':
+        # The opening quote is the nearest '"' to the left not escaped by an
+        # odd run of backslashes (inside a valid quoted-string every '"' is);
+        # the regex then checks the whole quoted-string.
+        quote = end - 1
+        while True:
+            quote = value.rfind('"', 0, quote)
+            if quote < 0:
+                return None
+            before = quote
+            while before > 0 and value[before - 1] == "\\":
+                before -= 1
+            if (quote - before) % 2 == 0:
+                break
+        quoted = _QUOTED.fullmatch(value, quote, end)
+        if quoted is None:
+            return None
+        text = _QUOTED_PAIR.sub(r"\1", quoted.group(1))
+        start = quote
+    else:
+        start = _token_before(value, end)
+        if start == end:
+            return None
+        text = value[start:end]
+    if start == 0 or value[start - 1] != "=":
+        return None
+    name_start = _token_before(value, start - 1)
+    if name_start == start - 1:
+        return None
+    return value[name_start : start - 1].lower(), text, name_start
+
+
+def _forwarded_from_right(value: str) -> Iterator[dict[str, str] | None]:
+    """The elements of a Forwarded field value from the last one back; None where one is malformed.
+
+    Nothing is read left of a malformed element, and nothing left of where the
+    caller stops: a proxy appends its element to whatever the client sent, so
+    the elements on the right parse however broken the client's part is.
+    """
+    end = len(value)
+    while True:
+        end = _ows_before(value, end)
+        if end == 0:
+            return
+        if value[end - 1] == ",":
+            end -= 1  # an empty list element (RFC 9110 §5.6.1)
+            continue
+        element: dict[str, str] = {}
+        while end > 0:
+            char = value[end - 1]
+            if char == ";":
+                end -= 1  # an empty pair, or the one before this one
+                continue
+            if char in ", \t":
+                break
+            pair = _pair_before(value, end)
+            if pair is None:
+                yield None
+                return
+            name, text, end = pair
+            if name in element or (end > 0 and value[end - 1] not in "; \t,"):
+                # RFC 7239 §4: "Each parameter MUST NOT occur more than once
+                # per field-value. The parameter names are case-insensitive."
+                # And two pairs need a ";" between them.
+                yield None
+                return
+            element[name] = text
+        # An element begins the value or follows OWS "," OWS; anything else
+        # (whitespace around ";" included) is malformed.
+        end = _ows_before(value, end)
+        if end > 0 and value[end - 1] != ",":
+            yield None
+            return
+        if element:
+            yield element
+
+
+def parse_forwarded(value: str) -> list[dict[str, str]] | None:
+    """The elements of a Forwarded field value, each {lower-case name: unquoted value}.
+
+    None if the value is not exactly (RFC 7239 §4)::
+
+        Forwarded   = 1#forwarded-element
+        forwarded-element = [ forwarded-pair ] *( ";" [ forwarded-pair ] )
+        forwarded-pair = token "=" value
+        value          = token / quoted-string
+
+    with no whitespace around ``;`` or ``=``, OWS only around the commas of the
+    list, whose empty elements are skipped (RFC 9110 §5.6.1), and no parameter
+    twice in one element.  RFC 7239 §4: "Note that as ":" and "[]" are not valid
+    characters in "token", IPv6 addresses are written as "quoted-string"."
+    """
+    elements: list[dict[str, str]] = []
+    for element in _forwarded_from_right(value):
+        if element is None:
+            return None
+        elements.append(element)
+    elements.reverse()
+    return elements
+
+
+# --------------------------------------------------------------------------
+# Applying what was believed
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class _Claims:
+    """What the believed headers say; None where they say nothing usable."""
+
+    client: _Node | None = None
+    scheme: str | None = None
+    host: str | None = None
+    port: str | None = None
+
+
+def _field(environ: Mapping[str, Any], key: str) -> str | None:
+    """The value of a forwarding key, None if absent, empty or not a str."""
+    value = environ.get(key)
+    if not isinstance(value, str):
+        return None
+    value = value.strip(OWS)
+    return value or None
+
+
+def _list(value: str) -> list[str]:
+    """The non-empty elements of a comma-separated list (RFC 9110 §5.6.1)."""
+    return [item for item in (raw.strip(OWS) for raw in value.split(",")) if item]
+
+
+def _scheme(text: str) -> str | None:
+    lower = text.lower()
+    return lower if lower in DEFAULT_PORTS else None
+
+
+def _from_forwarded(value: str, trusted: TrustedProxies) -> _Claims:
+    walked, client = _walk(
+        _forwarded_from_right(value),
+        lambda element: None if element is None else _forwarded_node(element.get("for")),
+        trusted,
+    )
+    claims = _Claims(client=client)
+    # From the client hop's element rightwards, the first that has the
+    # parameter: all of these were written by trusted proxies.
+    believed = [element for element in reversed(walked) if element is not None]
+    proto = next((e["proto"] for e in believed if "proto" in e), None)
+    if proto is not None:
+        # RFC 7239 §5.4: "The syntax of a "proto" value, after potential
+        # quoted-string unescaping, MUST conform to the URI scheme name".
+        claims.scheme = _scheme(proto)
+    host = next((e["host"] for e in believed if "host" in e), None)
+    # RFC 7239 §5.3: "The syntax for a "host" value, after potential
+    # quoted-string unescaping, MUST conform to the Host ABNF".
+    if host is not None and _parse_host(host) is not None:
+        claims.host = host
+    return claims
+
+
+def _from_x_forwarded(environ: Mapping[str, Any], trusted: TrustedProxies) -> _Claims:
+    claims = _Claims()
+    hops: list[str] = []
+    index = -1
+    xff = _field(environ, _XFF)
+    if xff is not None:
+        hops = _list(xff)
+        if hops:
+            walked, claims.client = _walk(reversed(hops), _xff_node, trusted)
+            index = len(hops) - len(walked)
+
+    def pick(key: str) -> str | None:
+        value = _field(environ, key)
+        if value is None:
+            return None
+        items = _list(value)
+        if not items:
+            return None
+        # Appended alongside X-Forwarded-For: the client hop's element; else
+        # the rightmost, which our trusted peer wrote or passed on.
+        return items[index] if index >= 0 and len(items) == len(hops) else items[-1]
+
+    proto = pick(_XF_PROTO)
+    if proto is not None:
+        claims.scheme = _scheme(proto)
+    host = pick(_XF_HOST)
+    if host is not None and _parse_host(host) is not None:
+        claims.host = host
+    port = pick(_XF_PORT)
+    if port is not None:
+        claims.port = _server_port(port)
+    return claims
+
+
+def _apply(environ: dict[str, Any], claims: _Claims) -> None:
+    if claims.client is not None:
+        environ["REMOTE_ADDR"] = claims.client.address
+        environ["REMOTE_PORT"] = claims.client.port
+    if claims.scheme is not None:
+        environ["wsgi.url_scheme"] = claims.scheme
+    scheme = environ.get("wsgi.url_scheme")
+    default_port = DEFAULT_PORTS.get(scheme) if isinstance(scheme, str) else None
+    host_port: str | None = None
+    parsed = _parse_host(claims.host) if claims.host is not None else None
+    if parsed is not None:  # a claimed host was validated: parsed is None only without one
+        environ["HTTP_HOST"] = claims.host
+        environ["SERVER_NAME"], host_port = parsed
+    if host_port is not None:
+        environ["SERVER_PORT"] = host_port
+        return
+    if claims.port is not None:
+        environ["SERVER_PORT"] = claims.port
+        current = environ.get("HTTP_HOST")
+        parsed = _parse_host(current) if isinstance(current, str) else None
+        if parsed is not None:
+            name = parsed[0]
+            environ["HTTP_HOST"] = name if claims.port == default_port else f"{name}:{claims.port}"
+        return
+    if claims.scheme is not None or claims.host is not None:
+        # RFC 9110 §4.2.1: "If the port subcomponent is empty or not given, TCP
+        # port 80 (the reserved port for WWW services) is the default"; §4.2.2:
+        # "... TCP port 443 is the default" for https.
+        current = environ.get("HTTP_HOST")
+        parsed = _parse_host(current) if isinstance(current, str) else None
+        if parsed is not None and parsed[1] is not None:
+            environ["SERVER_PORT"] = parsed[1]
+        elif default_port is not None:
+            environ["SERVER_PORT"] = default_port
+
+
+def apply_forwarded(environ: dict[str, Any], trusted: TrustedProxies) -> None:
+    """Rewrite the environ from forwarding headers when REMOTE_ADDR is trusted; otherwise
+    delete every FORWARDING_KEYS entry from the environ so the app can never be fooled."""
+    peer = environ.get("REMOTE_ADDR", "")
+    if not isinstance(peer, str) or peer not in trusted:
+        for key in FORWARDING_KEYS:
+            environ.pop(key, None)
+        return
+    environ[PROXY_PEER_KEY] = peer
+    if any(_field(environ, key) is not None for key in _X_FORWARDED_KEYS):
+        # X-Forwarded-* is what every common proxy sets: a Forwarded field
+        # beside it was passed through from the client.
+        _apply(environ, _from_x_forwarded(environ, trusted))
+        return
+    forwarded = _field(environ, _FORWARDED)
+    if forwarded is not None:
+        _apply(environ, _from_forwarded(forwarded, trusted))
+
+
+# --------------------------------------------------------------------------
+# PROXY protocol v1 (HAProxy proxy-protocol.txt §2.1)
+# --------------------------------------------------------------------------
+
+# "The maximum line lengths the receiver must support including the CRLF are
+# ... worst case (optional fields set to 0xff) : "PROXY UNKNOWN
+# ffff:f...f:ffff ffff:f...f:ffff 65535 65535\r\n" => ... = 107 chars"
+MAX_PROXY_LINE = 107
+
+
+@dataclass(frozen=True)
+class ProxyHeader:
+    """A parsed PROXY protocol v1 line."""
+
+    family: str  # "TCP4", "TCP6" or "UNKNOWN"
+    source: str | None  # client address, None for UNKNOWN
+    source_port: int | None
+    destination: str | None
+    destination_port: int | None
+
+
+# "a string identifying the protocol : "PROXY" ... exactly one space ... only
+# "TCP4" ... and "TCP6" ... are allowed ... the layer 3 source address ... the
+# layer 3 destination address ... the TCP source port represented as a
+# decimal integer in the range [0..65535] inclusive. Heading zeroes are not
+# permitted in front of numbers in order to avoid any possible confusion with
+# octal numbers. ... the TCP destination port ..."  Each field is separated by
+# "exactly one space : " " ( \x20 )".  Addresses are checked by ipaddress below.
+_PROXY_TCP = re.compile(
+    rb"PROXY (TCP4|TCP6) ([0-9A-Fa-f:.]{1,39}) ([0-9A-Fa-f:.]{1,39})"
+    rb" (0|[1-9][0-9]{0,4}) (0|[1-9][0-9]{0,4})"
+)
+# "For "UNKNOWN", the rest of the line before the CRLF may be omitted by the
+# sender, and the receiver must ignore anything presented before the CRLF is
+# found."
+_PROXY_UNKNOWN = re.compile(rb"PROXY UNKNOWN(?: [^\r\n]*)?")
+
+
+def _proxy_address(family: str, raw: bytes) -> str:
+    text = raw.decode("ascii")
+    try:
+        if family == "TCP4":
+            # "IPv4 addresses must be indicated as a series of exactly 4 integers
+            # in the range [0..255] inclusive written in decimal representation
+            # separated by exactly one dot ... Heading zeroes are not permitted"
+            # (ipaddress refuses leading zeros).
+            ip: IPAddress = ipaddress.IPv4Address(text)
+        else:
+            # "IPv6 addresses must be indicated as series of sets of 4 hexadecimal
+            # digits (upper or lower case) delimited by colons ... with the
+            # acceptance of one double colon sequence"; an IPv4-mapped address in
+            # its inet_ntop form (::ffff:192.0.2.1), which senders write, is accepted.
+            ip = ipaddress.IPv6Address(text)
+    except ValueError:
+        raise BadRequest(f"the PROXY line's address is not an {family} address") from None
+    # "The advertised protocol family dictates what format to use."
+    return _canonical(ip)
+
+
+def _proxy_port(raw: bytes) -> int:
+    value = int(raw)
+    if value > 65535:
+        raise BadRequest("a PROXY line port is larger than 65535")
+    return value
+
+
+def parse_proxy_v1(line: bytes) -> ProxyHeader:
+    """One PROXY v1 line, CRLF included (as read with readline(MAX_PROXY_LINE + 1)).
+    Raises wsgibridge.errors.BadRequest for anything that is not exactly the spec's grammar:
+    "PROXY TCP4 1.2.3.4 5.6.7.8 1234 80\\r\\n", "PROXY TCP6 ...", "PROXY UNKNOWN ...\\r\\n";
+    addresses must parse (ipaddress module) as the right family, ports 0-65535 without
+    leading zeros / signs, single spaces, CRLF ending, at most 107 bytes."""
+    if len(line) > MAX_PROXY_LINE:
+        # "If the CRLF sequence is not found in the first 107 characters, the
+        # receiver should declare the line invalid."
+        raise BadRequest(f"the PROXY line is longer than {MAX_PROXY_LINE} bytes")
+    if not line.endswith(b"\r\n"):
+        if line.endswith(b"\n"):
+            # "The receiver must not tolerate a single CR or LF character to end
+            # the line when a complete CRLF sequence is expected."
+            raise BadRequest("the PROXY line ends in a bare LF, not CRLF")
+        raise IncompleteMessage("the connection closed in the middle of the PROXY line")
+    content = line[:-2]
+    if b"\r" in content or b"\n" in content:
+        raise BadRequest("a bare CR or LF in the PROXY line")
+    if _PROXY_UNKNOWN.fullmatch(content) is not None:
+        # "the receiver ... SHOULD accept the connection and use the real
+        # connection's parameters as if there were no PROXY protocol header".
+        return ProxyHeader("UNKNOWN", None, None, None, None)
+    match = _PROXY_TCP.fullmatch(content)
+    if match is None:
+        raise BadRequest("not a PROXY protocol v1 line")
+    family = match.group(1).decode("ascii")
+    return ProxyHeader(
+        family,
+        _proxy_address(family, match.group(2)),
+        _proxy_port(match.group(4)),
+        _proxy_address(family, match.group(3)),
+        _proxy_port(match.group(5)),
+    )
