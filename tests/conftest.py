@@ -19,7 +19,8 @@ def running_server(app: WSGIApp, **options: Any) -> Iterator[WSGIServer]:
     """A wsgibridge server on 127.0.0.1:<free port>, serving in a thread, stopped after."""
     options.setdefault("host", "127.0.0.1")
     options.setdefault("port", 0)
-    options.setdefault("timeout", 5.0)
+    options.setdefault("read_timeout", 5.0)
+    options.setdefault("write_timeout", 5.0)
     options.setdefault("graceful_timeout", 2.0)
     server = make_server(app, **options)
     thread = threading.Thread(target=server.serve_forever, name="test-server", daemon=True)

@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import io
-from typing import Any, BinaryIO
+from typing import Any
 
 import pytest
 
 from wsgibridge.body import ChunkedInput, ContentLengthInput
 from wsgibridge.errors import ClientDisconnected, RequestTimeout
 from wsgibridge.parser import Limits
+from wsgibridge.reader import SocketReader
 
 NEXT = b"GET /next HTTP/1.1\r\n\r\n"
 
 
 def stream(
     body: bytes, length: int | None = None, after: bytes = NEXT
-) -> tuple[ContentLengthInput, BinaryIO]:
-    rfile = io.BufferedReader(io.BytesIO(body + after))
+) -> tuple[ContentLengthInput, SocketReader]:
+    rfile = SocketReader(io.BytesIO(body + after).read)
     return ContentLengthInput(rfile, len(body) if length is None else length), rfile
 
 
@@ -69,7 +70,7 @@ def test_disconnect_mid_body_raises() -> None:
 
 def test_first_read_callback_once_and_lazily() -> None:
     calls: list[int] = []
-    rfile = io.BufferedReader(io.BytesIO(b"abcdef"))
+    rfile = SocketReader(io.BytesIO(b"abcdef").read)
     body = ContentLengthInput(rfile, 6, lambda: calls.append(1))
     assert calls == [] and not body.started
     body.read(2)
@@ -79,7 +80,7 @@ def test_first_read_callback_once_and_lazily() -> None:
 
 def test_no_callback_for_empty_body() -> None:
     calls: list[int] = []
-    body = ContentLengthInput(io.BufferedReader(io.BytesIO(b"")), 0, lambda: calls.append(1))
+    body = ContentLengthInput(SocketReader(io.BytesIO(b"").read), 0, lambda: calls.append(1))
     assert body.read() == b""
     assert calls == [] and body.started
 
@@ -98,7 +99,7 @@ def test_drain_refuses_past_cap() -> None:
 
 def test_drain_refuses_when_continue_not_sent() -> None:
     """The client may be waiting for 100 Continue and never send the body."""
-    rfile = io.BufferedReader(io.BytesIO(b"abc"))
+    rfile = SocketReader(io.BytesIO(b"abc").read)
     body = ContentLengthInput(rfile, 3, lambda: None)
     assert not body.drain(limit=1000)
 
@@ -109,7 +110,7 @@ def test_drain_short_body_fails() -> None:
 
 
 def test_a_huge_declared_length_is_never_one_allocation() -> None:
-    """``BufferedReader.read(n)`` allocates ``n`` bytes up front, so ``read()`` on a
+    """``BufferedReader.read(n)`` would allocate ``n`` bytes up front, so ``read()`` on a
     body that claims 10**15 bytes must ask for it in bounded pieces: the short body
     raises ClientDisconnected instead of MemoryError."""
     body, _ = stream(b"only this", length=10**15, after=b"")
@@ -149,7 +150,7 @@ class _Failing(io.RawIOBase):
 )
 def test_socket_errors_become_the_stream_error(error: OSError, expected: type[Exception]) -> None:
     """A body read that times out is a 408 (RequestTimeout); a reset is ClientDisconnected."""
-    body = ContentLengthInput(io.BufferedReader(_Failing(error)), 10)
+    body = ContentLengthInput(SocketReader(_Failing(error).read), 10)
     with pytest.raises(expected):
         body.read()
     assert isinstance(body.failed, expected)
@@ -160,13 +161,13 @@ def test_client_gone_before_100_continue_is_a_disconnect() -> None:
     def send_continue() -> None:
         raise BrokenPipeError("gone")
 
-    body = ContentLengthInput(io.BufferedReader(io.BytesIO(b"abc")), 3, send_continue)
+    body = ContentLengthInput(SocketReader(io.BytesIO(b"abc").read), 3, send_continue)
     with pytest.raises(ClientDisconnected):
         body.read()
 
 
 def chunked(raw: bytes) -> ChunkedInput:
-    return ChunkedInput(io.BufferedReader(io.BytesIO(raw)), Limits())
+    return ChunkedInput(SocketReader(io.BytesIO(raw).read), Limits())
 
 
 def test_chunked_readline_over_a_huge_chunk_is_bounded() -> None:
@@ -185,7 +186,7 @@ def test_chunked_sizes_with_leading_zeros_are_fine() -> None:
 
 def test_reading_nothing_sends_no_100_continue() -> None:
     calls: list[int] = []
-    body = ContentLengthInput(io.BufferedReader(io.BytesIO(b"abc")), 3, lambda: calls.append(1))
+    body = ContentLengthInput(SocketReader(io.BytesIO(b"abc").read), 3, lambda: calls.append(1))
     assert body.read(0) == b"" and body.readline(0) == b""
     assert calls == [] and not body.started
     assert body.read() == b"abc" and calls == [1]

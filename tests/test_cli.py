@@ -71,8 +71,14 @@ def test_options_reach_the_config(appdir: Path) -> None:
             "0",
             "--threads",
             "3",
-            "--timeout",
+            "--read-timeout",
             "2.5",
+            "--bind",
+            "127.0.0.1:0",
+            "--bind",
+            "unix:/tmp/x.sock",
+            "--unix-socket-mode",
+            "600",
             "--no-access-log",
             "--expose-tracebacks",
             "--url-prefix",
@@ -84,7 +90,9 @@ def test_options_reach_the_config(appdir: Path) -> None:
     assert code == 0
     ((_, config),) = serve.calls
     assert config.host == "::1" and config.port == 0 and config.threads == 3
-    assert config.timeout == 2.5 and config.access_log is False
+    assert config.read_timeout == 2.5 and config.access_log is False
+    assert config.bind == ("127.0.0.1:0", "unix:/tmp/x.sock")
+    assert config.unix_socket_mode == 0o600
     assert config.expose_tracebacks is True and config.url_prefix == "/app"
 
 
@@ -168,7 +176,22 @@ def test_module_entry_point_reports_import_error(argv: list[str], tmp_path: Path
     [
         {"port": 70000},
         {"threads": 0},
-        {"timeout": 0},
+        {"read_timeout": 0},
+        {"write_timeout": -1},
+        {"header_timeout": 0},
+        {"keepalive_timeout": 0},
+        {"graceful_timeout": -1},
+        {"connection_limit": 0},
+        {"workers": 0},
+        {"bind": ("nowhere",)},
+        {"bind": ("unix:",)},
+        {"unix_socket_mode": 0o1777},
+        {"keyfile": "key.pem"},
+        {"ca_certs": "ca.pem"},
+        {"certfile": "c.pem", "require_client_cert": True},
+        {"forwarded_allow_ips": "10.0.0.0/33"},
+        {"access_log_format": "{nope}"},
+        {"url_scheme": "ftp"},
         {"url_prefix": "app"},
         {"url_prefix": "/app/"},
         {"log_level": "loud"},

@@ -1,6 +1,6 @@
 """Property tests (hypothesis) for the request parser, the body streams and the live server.
 
-Four properties, two pure (an ``io.BufferedReader`` over ``io.BytesIO`` stands in
+Four properties, two pure (a ``SocketReader`` over ``io.BytesIO`` stands in
 for the connection's ``rfile``) and two over real sockets to 127.0.0.1:
 
 1. a valid request serialised to bytes parses back exactly, and its body stream
@@ -43,6 +43,7 @@ from wsgibridge import WSGIServer
 from wsgibridge.body import ChunkedInput, ContentLengthInput, InputStream
 from wsgibridge.errors import ClientDisconnected, HTTPError
 from wsgibridge.parser import Limits, read_request_head
+from wsgibridge.reader import SocketReader
 
 from .conftest import ResponseReader, connect, exchange, running_server
 
@@ -495,7 +496,7 @@ def test_round_trip_in_memory(request: Request, ops: list[ReadOp]) -> None:
     Whatever mix of read(n) / readline(n) / read() the app uses, it gets the body
     back byte for byte, then end-of-file, and the next request's bytes are untouched.
     """
-    rfile = io.BufferedReader(io.BytesIO(request.raw + SENTINEL))
+    rfile = SocketReader(io.BytesIO(request.raw + SENTINEL).read)
     limits = Limits()
     head = read_request_head(rfile, limits)
     assert head is not None
@@ -604,7 +605,7 @@ def test_hostile_bytes_in_memory(raw: bytes) -> None:
     may take SLOW_CALL seconds.
     """
     for limits in (Limits(), Limits(allow_bare_lf=True)):
-        rfile = io.BufferedReader(io.BytesIO(raw))
+        rfile = SocketReader(io.BytesIO(raw).read)
         while True:
             try:
                 head = timed(lambda: read_request_head(rfile, limits))  # noqa: B023

@@ -2,7 +2,7 @@
 
 Seven groups, each test naming the RFC 9112 / RFC 9110 rule it checks:
 
-1. the parser alone (``read_request_head`` over an in-memory ``BufferedReader``):
+1. the parser alone (``read_request_head`` over an in-memory ``SocketReader``):
    every malformed head of ``tests/malformed.py`` is refused with its status, and
    a table of valid heads that real clients send parses to the expected facts;
 2. every malformed head live, with a valid request pipelined behind it: exactly one
@@ -47,10 +47,11 @@ import pytest
 import requests
 
 from wsgibridge import WSGIRequestHandler, WSGIServer
+from wsgibridge.accesslog import escape_log
 from wsgibridge.cli import build_parser, config_from_args
 from wsgibridge.errors import ClientDisconnected, HTTPError, PayloadTooLarge
-from wsgibridge.handler import escape_log
 from wsgibridge.parser import Limits, RequestHead, read_request_head
+from wsgibridge.reader import SocketReader
 
 from .conftest import RawResponse, ResponseReader, ServerFactory, connect, recv_all
 from .malformed import BAD_CHUNKED_BODIES, CASES, CHUNKED_HEAD, Case
@@ -104,7 +105,7 @@ def only_response(server: WSGIServer, raw: bytes, method: str = "GET") -> RawRes
 
 def parse(raw: bytes, limits: Limits | None = None) -> tuple[RequestHead | None, bytes]:
     """The head parsed from ``raw`` in memory, and the bytes left unread after it."""
-    rfile = io.BufferedReader(io.BytesIO(raw))
+    rfile = SocketReader(io.BytesIO(raw).read)
     head = read_request_head(rfile, limits or Limits())
     return head, rfile.read()
 

@@ -28,26 +28,12 @@ from .errors import (
 )
 from .parser import Limits, Reader, line_content, read_header_lines
 
-# The most bytes asked of ``rfile`` in one call.  ``BufferedReader.read(n)``
-# allocates ``n`` bytes before it reads any, so a body that only claims to be
-# huge (``Content-Length: 10**15``, a chunk of ``ffffffffff`` bytes) must never
-# become one read of that size: memory grows only as bytes actually arrive.
+# The most bytes a stream asks of ``rfile`` in one call where the size comes
+# from the client (a chunk size), so a body that only claims to be huge never
+# turns into one huge request for memory.  ``reader.SocketReader`` bounds its
+# socket reads the same way, so ``read(n)`` grows only as bytes arrive.
 READ_CHUNK = 64 * 1024
 DRAIN_CHUNK = READ_CHUNK
-
-
-def read_bounded(rfile: Reader, size: int) -> bytes:
-    """Up to ``size`` bytes, asked of ``rfile`` ``READ_CHUNK`` at a time; short only at EOF."""
-    if size <= READ_CHUNK:
-        return rfile.read(size)
-    parts: list[bytes] = []
-    while size > 0:
-        data = rfile.read(min(size, READ_CHUNK))
-        if not data:
-            break
-        parts.append(data)
-        size -= len(data)
-    return b"".join(parts)
 
 
 class InputStream:
@@ -197,7 +183,7 @@ class ContentLengthInput(InputStream):
         if self._on_first_read is not None:
             self._start()
         wanted = remaining if size < 0 else min(size, remaining)
-        data = read_bounded(self._rfile, wanted)
+        data = self._rfile.read(wanted)
         if len(data) < wanted:
             raise self._short(len(data))
         self.remaining = remaining - wanted
@@ -354,7 +340,8 @@ class ChunkedInput(InputStream):
                 self._next_chunk()
                 continue
             n = self._chunk_left if limit < 0 else min(limit, self._chunk_left)
-            data = read_bounded(self._rfile, n)
+            n = min(n, READ_CHUNK)  # the size is the client's claim: take it in pieces
+            data = self._rfile.read(n)
             if len(data) < n:
                 raise self._cut_off()
             self._consumed(n)

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import __version__
+from .accesslog import open_sink
 from .config import Config, config_fields
 from .response import WSGIApp
 from .server import serve as default_serve
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         extra: dict[str, Any] = {}
         if "choices" in field.metadata:
             extra["choices"] = field.metadata["choices"]
+        metavar = field.metadata.get("metavar", field.name.upper())
         if kind == "bool":
             parser.add_argument(
                 flag,
@@ -59,19 +61,42 @@ def build_parser() -> argparse.ArgumentParser:
                 default=None,
                 help=help_text,
             )
+        elif kind.startswith("tuple["):
+            # A repeatable option: each use adds one item.
+            parser.add_argument(
+                flag,
+                dest=field.name,
+                action="append",
+                default=None,
+                metavar=metavar,
+                help=help_text.replace(f"(default: {default!r})", "(repeatable)"),
+            )
         else:
-            converter: Callable[[str], Any] = {"int": int, "float": float}.get(kind, str)
+            converter: Callable[[str], Any]
+            if field.metadata.get("octal"):
+                converter = _octal
+                help_text = help_text.replace(f"(default: {default!r})", f"(default: {default:o})")
+            else:
+                converter = {"int": int, "float": float}.get(kind.split(" |")[0], str)
             parser.add_argument(
                 flag,
                 dest=field.name,
                 type=converter,
                 default=None,
-                metavar=field.name.upper(),
+                metavar=metavar,
                 help=help_text,
                 **extra,
             )
     parser.add_argument("--version", action="version", version=f"wsgibridge {__version__}")
     return parser
+
+
+def _octal(text: str) -> int:
+    """An octal number such as ``660`` or ``0o660`` (file modes)."""
+    try:
+        return int(text.removeprefix("0o"), 8)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an octal number: {text!r}") from None
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -81,6 +106,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         for field in config_fields()
         if getattr(args, field.name, None) is not None
     }
+    if "bind" in values:
+        values["bind"] = tuple(values["bind"])
     return Config(**values)
 
 
@@ -141,8 +168,8 @@ def load_app(spec: str) -> WSGIApp:
     return app
 
 
-def configure_logging(level: str) -> None:
-    """Error and lifecycle messages with a level prefix; access lines as they are."""
+def configure_logging(level: str, access_log_file: str = "stderr") -> None:
+    """Error and lifecycle messages with a level prefix on stderr; access lines to their sink."""
     numeric = getattr(logging, level.upper())
     root = logging.getLogger("wsgibridge")
     root.setLevel(numeric)
@@ -152,9 +179,7 @@ def configure_logging(level: str) -> None:
         root.addHandler(handler)
     access = logging.getLogger("wsgibridge.access")
     if not access.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        access.addHandler(handler)
+        access.addHandler(open_sink(access_log_file))
         access.propagate = False
 
 
@@ -177,12 +202,16 @@ def main(
     except AppImportError as exc:
         print(f"wsgibridge: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    configure_logging(config.log_level)
+    try:
+        configure_logging(config.log_level, config.access_log_file)
+    except (OSError, ValueError) as exc:
+        print(f"wsgibridge: error: cannot open the access log: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         serve(app, config=config)
     except OSError as exc:
         print(
-            f"wsgibridge: error: cannot listen on {config.host}:{config.port}: {exc}",
+            f"wsgibridge: error: cannot listen on {', '.join(config.binds)}: {exc}",
             file=sys.stderr,
         )
         return 1

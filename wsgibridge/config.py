@@ -3,7 +3,9 @@
 Rule: every tunable lives here, once, with its default, its unit and its help
 text.  The command line is generated from these fields (``cli.py``), so the
 Python API and the CLI accept the same names and nothing has to be kept in sync
-by hand.  Constructing a ``Config`` has no side effects: it only validates.
+by hand.  Constructing a ``Config`` has no side effects: it only validates
+(the bind addresses, the trusted proxies and the access-log format are parsed
+here, so a mistake is reported before anything is opened).
 """
 
 from __future__ import annotations
@@ -12,7 +14,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from .accesslog import DEFAULT_FORMAT, AccessLogFormat
+from .listen import parse_bind
 from .parser import Limits
+from .proxy import TrustedProxies
 
 # Unit constants so that defaults read as what they mean.
 BYTES = 1
@@ -24,7 +29,10 @@ LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 
 def _opt(help: str, **extra: Any) -> dict[str, Any]:
-    """Field metadata: the CLI help text plus optional argparse extras."""
+    """Field metadata: the CLI help text plus optional argparse extras.
+
+    Extras: ``choices``, ``metavar``, ``octal=True`` (an int written in octal).
+    """
     return {"help": help, **extra}
 
 
@@ -32,34 +40,75 @@ def _opt(help: str, **extra: Any) -> dict[str, Any]:
 class Config:
     """Tunable parameters of a wsgibridge server (all keyword-only)."""
 
+    # -- where to listen ------------------------------------------------------------------
     host: str = field(
         default="127.0.0.1",
         metadata=_opt("Interface to listen on (an IPv6 address may be given bare or in [])."),
     )
     port: int = field(default=8000, metadata=_opt("TCP port; 0 picks a free port."))
+    bind: tuple[str, ...] = field(
+        default=(),
+        metadata=_opt(
+            "Address to listen on, repeatable: HOST:PORT, [IPV6]:PORT, unix:PATH or fd://N."
+            " Replaces --host/--port when given.",
+            metavar="ADDRESS",
+        ),
+    )
+    unix_socket_mode: int = field(
+        default=0o660,
+        metadata=_opt("Permissions of the Unix socket files we create (octal).", octal=True),
+    )
+    backlog: int = field(default=1024, metadata=_opt("Listen backlog passed to listen()."))
+    # -- how much at once -----------------------------------------------------------------
     threads: int = field(
         default=8,
         metadata=_opt(
-            "Most connections served at once; further clients wait in the listen backlog."
+            "Worker threads: requests handled at once. Idle keep-alive connections wait"
+            " in a selector and hold no thread."
         ),
     )
-    backlog: int = field(default=1024, metadata=_opt("Listen backlog passed to listen()."))
-    url_prefix: str = field(
-        default="",
-        metadata=_opt("SCRIPT_NAME the application is mounted under, e.g. /app."),
+    connection_limit: int = field(
+        default=1000,
+        metadata=_opt(
+            "Most open connections, busy and idle; beyond it new clients wait in the"
+            " listen backlog."
+        ),
     )
-    timeout: float = field(
+    workers: int = field(
+        default=1,
+        metadata=_opt(
+            "Pre-forked processes serving the same sockets, each with its own threads;"
+            " a dead one is replaced."
+        ),
+    )
+    # -- timeouts -------------------------------------------------------------------------
+    header_timeout: float = field(
+        default=10 * SECONDS,
+        metadata=_opt(
+            "Seconds a client has to send a whole request head (and a new connection its"
+            " first one); a client that trickles its headers is cut off."
+        ),
+    )
+    read_timeout: float = field(
         default=30 * SECONDS,
-        metadata=_opt("Seconds a read or a write may block while a request is in progress."),
+        metadata=_opt("Seconds one read of a request body may wait for bytes (then 408)."),
+    )
+    write_timeout: float = field(
+        default=30 * SECONDS,
+        metadata=_opt("Seconds one write may wait on a client that stopped reading."),
     )
     keepalive_timeout: float = field(
-        default=15 * SECONDS,
-        metadata=_opt("Seconds an idle keep-alive connection is kept open."),
+        default=75 * SECONDS,
+        metadata=_opt(
+            "Seconds an idle keep-alive connection is kept open; behind a load balancer,"
+            " keep it longer than the balancer's idle timeout."
+        ),
     )
     graceful_timeout: float = field(
         default=10 * SECONDS,
         metadata=_opt("Seconds in-flight requests may take to finish when the server stops."),
     )
+    # -- request limits -------------------------------------------------------------------
     max_request_line: int = field(
         default=8 * KiB,
         metadata=_opt("Longest request line in bytes, CRLF included; longer gets 414."),
@@ -93,12 +142,72 @@ class Config:
             " connection alive; a larger remainder closes the connection instead."
         ),
     )
+    # -- TLS ------------------------------------------------------------------------------
+    certfile: str | None = field(
+        default=None,
+        metadata=_opt("PEM certificate chain: serve HTTPS (the key may be in it too)."),
+    )
+    keyfile: str | None = field(
+        default=None, metadata=_opt("PEM private key, if not in --certfile.")
+    )
+    ca_certs: str | None = field(
+        default=None,
+        metadata=_opt(
+            "PEM CA bundle: ask clients for a certificate and verify it (SSL_CLIENT_CERT"
+            " in the environ)."
+        ),
+    )
+    require_client_cert: bool = field(
+        default=False,
+        metadata=_opt("Refuse TLS clients without a certificate signed by --ca-certs."),
+    )
+    # -- behind a proxy -------------------------------------------------------------------
+    forwarded_allow_ips: str = field(
+        default="127.0.0.1,::1",
+        metadata=_opt(
+            "Peers (addresses, CIDRs, 'unix' or '*') whose X-Forwarded-* and Forwarded"
+            " headers are believed; from anyone else they are removed."
+        ),
+    )
+    proxy_protocol: bool = field(
+        default=False,
+        metadata=_opt(
+            "Expect a PROXY protocol v1 line first on every connection (HAProxy, AWS NLB)"
+            " from a peer in --forwarded-allow-ips."
+        ),
+    )
+    url_prefix: str = field(
+        default="",
+        metadata=_opt(
+            "SCRIPT_NAME the application is mounted under, e.g. /app; other paths get 404."
+        ),
+    )
+    url_scheme: str = field(
+        default="",
+        metadata=_opt(
+            "wsgi.url_scheme when no trusted proxy says otherwise (default: https with"
+            " TLS, else http).",
+            choices=("", "http", "https"),
+        ),
+    )
+    # -- errors and logging ---------------------------------------------------------------
     expose_tracebacks: bool = field(
         default=False,
         metadata=_opt("Put the traceback in the body of 500 responses (development only)."),
     )
     access_log: bool = field(
         default=True, metadata=_opt("Log one line per request to the wsgibridge.access logger.")
+    )
+    access_log_format: str = field(
+        default=DEFAULT_FORMAT,
+        metadata=_opt(
+            "Access log line with {named} fields: client, time, request, status, bytes,"
+            " duration_ms, {i:Header} ... (see the README)."
+        ),
+    )
+    access_log_file: str = field(
+        default="stderr",
+        metadata=_opt("Where the CLI writes access lines: stderr, stdout or a file path."),
     )
     log_level: str = field(
         default="info",
@@ -109,15 +218,27 @@ class Config:
         host = self.host
         if host.startswith("[") and host.endswith("]"):
             object.__setattr__(self, "host", host[1:-1])
+        if not isinstance(self.bind, tuple):
+            object.__setattr__(self, "bind", tuple(self.bind))
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be between 0 and 65535, not {self.port}")
-        if self.threads < 1:
-            raise ValueError(f"threads must be at least 1, not {self.threads}")
-        if self.backlog < 1:
-            raise ValueError(f"backlog must be at least 1, not {self.backlog}")
-        for name in ("timeout", "keepalive_timeout", "graceful_timeout"):
+        for spec in self.bind:
+            parse_bind(spec)  # raises ValueError naming the bad address
+        if not 0 <= self.unix_socket_mode <= 0o777:
+            raise ValueError(f"unix_socket_mode must be 0 to 0o777, not {self.unix_socket_mode:o}")
+        for name in ("threads", "backlog", "connection_limit", "workers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
+        for name in (
+            "header_timeout",
+            "read_timeout",
+            "write_timeout",
+            "keepalive_timeout",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be a positive number of seconds")
+        if self.graceful_timeout < 0:
+            raise ValueError("graceful_timeout must not be negative")
         for name in ("max_request_line", "max_header_count", "max_header_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
@@ -125,9 +246,19 @@ class Config:
             raise ValueError("max_body_size must not be negative (0 means no limit)")
         if self.max_drain_bytes < 0:
             raise ValueError("max_drain_bytes must not be negative")
+        if self.keyfile and not self.certfile:
+            raise ValueError("keyfile needs certfile")
+        if (self.ca_certs or self.require_client_cert) and not self.certfile:
+            raise ValueError("client certificates (ca_certs) need certfile")
+        if self.require_client_cert and not self.ca_certs:
+            raise ValueError("require_client_cert needs ca_certs to verify them with")
+        TrustedProxies(self.forwarded_allow_ips)  # raises ValueError naming the bad item
         prefix = self.url_prefix
         if prefix and (not prefix.startswith("/") or prefix.endswith("/")):
             raise ValueError(f"url_prefix must start with '/' and not end with '/', not {prefix!r}")
+        if self.url_scheme not in ("", "http", "https"):
+            raise ValueError(f"url_scheme must be http or https, not {self.url_scheme!r}")
+        AccessLogFormat(self.access_log_format)  # raises ValueError naming the bad field
         if self.log_level not in LOG_LEVELS:
             raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
 
@@ -140,6 +271,14 @@ class Config:
             max_header_bytes=self.max_header_bytes,
             allow_bare_lf=self.allow_bare_lf,
         )
+
+    @property
+    def binds(self) -> tuple[str, ...]:
+        """The addresses to listen on: ``bind``, or ``host:port`` when none is given."""
+        if self.bind:
+            return self.bind
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return (f"{host}:{self.port}",)
 
     def replace(self, **changes: Any) -> Config:
         """A copy with some fields changed (validated again)."""

@@ -19,19 +19,26 @@ Subclasses customise through the collaborator attributes (``writer_class``,
 from __future__ import annotations
 
 import logging
+import select
 import socket
+import ssl
 import time
 from http import HTTPStatus
 from http.client import HTTPMessage
 from http.server import BaseHTTPRequestHandler
+from socketserver import _SocketWriter  # type: ignore[attr-defined]  # unbuffered sendall
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
+from .accesslog import AccessRecord, escape_log
 from .body import ChunkedInput, ContentLengthInput, InputStream
 from .environ import build_environ
 from .errors import HTTPError, PayloadTooLarge
-from .parser import RequestHead, read_request_head
+from .parser import RequestHead, take_head
+from .proxy import apply_forwarded
+from .reader import SocketReader
 from .response import ResponseWriter, http_date, validate_headers
+from .tls import tls_environ
 
 if TYPE_CHECKING:
     from .server import WSGIServer
@@ -39,47 +46,7 @@ if TYPE_CHECKING:
 access_log = logging.getLogger("wsgibridge.access")
 error_log = logging.getLogger("wsgibridge.error")
 
-# Control characters are escaped in log lines so a request cannot forge log
-# entries or terminal escapes (the same rule http.server applies).
-_LOG_ESCAPES = str.maketrans(
-    {c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7F, 0xA0)]} | {ord("\\"): "\\\\"}
-)
-
-
-def escape_log(text: str) -> str:
-    """``text`` with control characters and backslashes escaped for a log line."""
-    return text.translate(_LOG_ESCAPES)
-
-
 LOGGED_LINE_MAX = 512  # bytes of a refused request line kept for the logs
-LINGER_SECONDS = 2.0
-LINGER_BYTES = 1024 * 1024
-
-
-def linger(sock: socket.socket) -> None:
-    """Half-close, then read and discard what the client still sends, briefly.
-
-    Closing a socket with unread data makes the kernel send RST, which can
-    destroy our last response before the client has read it.  After a
-    rejection (or a body we chose not to read), we stop writing, let the
-    client's bytes drain for at most ``LINGER_SECONDS`` / ``LINGER_BYTES``,
-    then close.
-    """
-    try:
-        sock.shutdown(socket.SHUT_WR)
-        deadline = time.monotonic() + LINGER_SECONDS
-        received = 0
-        while received < LINGER_BYTES:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            sock.settimeout(left)
-            data = sock.recv(65536)
-            if not data:
-                break
-            received += len(data)
-    except OSError:
-        pass
 
 
 def not_mounted(environ: dict[str, Any], start_response: Any) -> list[bytes]:
@@ -90,21 +57,6 @@ def not_mounted(environ: dict[str, Any], start_response: Any) -> list[bytes]:
         [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))],
     )
     return [body]
-
-
-class _LogDate:
-    """The CLF date for the current second, formatted once per second."""
-
-    second = -1
-    value = ""
-
-    @classmethod
-    def now(cls) -> str:
-        second = int(time.time())
-        if second != cls.second:
-            cls.value = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(second))
-            cls.second = second
-        return cls.value
 
 
 class WSGIRequestHandler(BaseHTTPRequestHandler):
@@ -118,54 +70,113 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
     # Collaborators a subclass may swap.
     writer_class: type[ResponseWriter] = ResponseWriter
     input_class: type[ContentLengthInput] = ContentLengthInput
-    url_scheme = "http"
 
-    server: WSGIServer
+    server: WSGIServer  # type: ignore[assignment]  # not a socketserver.BaseServer
+    rfile: SocketReader  # type: ignore[assignment]  # see reader.py
     close_connection: bool
     _headers_buffer: list[bytes]
 
+    def __init__(self, request: Any, client_address: Any, server: WSGIServer) -> None:
+        """Set the connection up; unlike socketserver's handlers, construction does not serve it.
+
+        The server calls :meth:`handle` each time the connection has bytes to
+        read (it returns when the connection closes or has gone quiet) and
+        :meth:`finish` once, before it closes the socket.
+        """
+        self.request = request
+        self.client_address = client_address
+        self.server = server
+        self.setup()
+
     def setup(self) -> None:
+        sock = self.connection = self.request
         config = self.server.config
-        self.timeout = config.timeout  # type: ignore[misc]  # per-connection, from config
-        super().setup()
-        if self.connection.family in (socket.AF_INET, socket.AF_INET6):
+        self._timeout = config.read_timeout
+        sock.settimeout(self._timeout)
+        family = sock.family
+        if family == socket.AF_INET or family == socket.AF_INET6:
             # Each response chunk leaves in one write; don't let Nagle hold it
             # back waiting for the client's delayed ACK.
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._linger = False
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # One socket timeout serves reads and writes unless they differ.
+        self._split_timeouts = config.read_timeout != config.write_timeout
+        recv = self._timed_recv if self._split_timeouts else sock.recv
+        self.rfile = SocketReader(recv)
+        self.wfile = _SocketWriter(sock)
+        self.close_connection = False
+        self.waiting = False  # handle() returned to wait for more bytes
+        self.requests_served = 0
+        self._connected_at = time.monotonic()
+        self._head_started = 0.0
+        # Set when the client may still be sending bytes we will not read: the
+        # server then half-closes and discards them for a moment before closing,
+        # so that a kernel RST does not destroy our last response (server.py).
+        self.linger_on_close = False
+        self._poll = select.poll()
+        self._poll.register(sock, select.POLLIN)
+        # For TLS, bytes already decrypted but not read are invisible to poll().
+        self._pending: Any = getattr(sock, "pending", None)
+        self.server_name, self.server_port = self.server.local_address(sock)
+        # TLS facts (HTTPS, SSL_CLIENT_CERT …) are the same for every request.
+        self.tls_environ = tls_environ(sock) if isinstance(sock, ssl.SSLSocket) else {}
 
     # -- the connection loop ----------------------------------------------------------
 
     def handle(self) -> None:
-        """Serve requests until either side closes, the idle timeout passes, or the server stops."""
-        server = self.server
-        config = server.config
-        sock = self.connection
-        self.close_connection = True
-        try:
-            self.handle_one_request()
-            while not self.close_connection and not server.stopping:
-                # Idle between requests: the keep-alive timeout applies, and a
-                # stopping server may close the connection under us.  A
-                # pipelined request already in rfile's buffer returns at once.
-                server.mark_idle(sock, True)
-                sock.settimeout(config.keepalive_timeout)
-                try:
-                    if server.stopping or not self._wait_for_input():
-                        break
-                finally:
-                    server.mark_idle(sock, False)
-                sock.settimeout(config.timeout)
-                self.handle_one_request()
-        except (ConnectionError, TimeoutError):
-            pass
+        """Serve the requests that are ready; return when the connection closes or goes quiet.
 
-    def _wait_for_input(self) -> bool:
-        """Block (under the keep-alive timeout) until the next request starts; False on close."""
+        "Quiet" (``self.waiting``): no request, or only part of one, has
+        arrived within a short linger; the server then parks the connection
+        in its selector, holding no thread, and calls ``handle`` again when
+        bytes arrive.
+        """
+        self.waiting = False
         try:
-            return bool(self.rfile.peek(1))  # type: ignore[attr-defined]
-        except (TimeoutError, OSError, ValueError):
-            return False
+            while not self.close_connection and not self.waiting:
+                self.handle_one_request()
+                if self.server.stopping:
+                    self.close_connection = True
+        except (ConnectionError, TimeoutError):
+            self.close_connection = True
+
+    def ready(self, timeout: float) -> bool:
+        """True if bytes can be read without blocking, waiting at most ``timeout`` seconds."""
+        if self.rfile.buffered() or (self._pending is not None and self._pending()):
+            return True
+        return bool(self._poll.poll(timeout * 1000))
+
+    def deadline(self) -> float:
+        """When a parked connection is closed if nothing more arrives (``time.monotonic``)."""
+        config = self.server.config
+        if self.rfile.buffered():
+            return self._head_started + config.header_timeout  # a head is arriving, slowly
+        if not self.requests_served:
+            return self._connected_at + config.header_timeout  # connected, said nothing
+        return time.monotonic() + config.keepalive_timeout  # idle between requests
+
+    def read_head(self) -> RequestHead | None:
+        """The next request head, or None: closed (``close_connection``) or not all here yet.
+
+        Never blocks for long: before each read it waits at most a short linger
+        for bytes (none at all when other connections are waiting for a
+        worker), and otherwise sets ``self.waiting`` so the server parks the
+        connection until more bytes arrive.
+        """
+        reader = self.rfile
+        limits = self.server.limits
+        while True:
+            head = take_head(reader, limits)
+            if head is not None:
+                return head
+            if reader.eof:
+                self.close_connection = True
+                return None
+            if not self.ready(self.server.linger_time()):
+                self.waiting = True
+                return None
+            if not reader.buffered():
+                self._head_started = time.monotonic()
+            reader.fill()
 
     def handle_one_request(self) -> None:
         """Read one request, run the app, send the response (the whole lifecycle)."""
@@ -173,6 +184,7 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
         self._status_code = 0
         self._body_bytes = 0
         self._writer: ResponseWriter | None = None
+        self._environ: dict[str, Any] | None = None
         self._header_message: HTTPMessage | None = None
         self.head: RequestHead | None = None
         self.raw_requestline = b""
@@ -181,7 +193,7 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
         self.command = ""
         self.path = ""
         try:
-            head = read_request_head(self.rfile, self.server.limits)
+            head = self.read_head()
         except HTTPError as exc:
             self.reject(exc)
             return
@@ -189,8 +201,8 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         if head is None:
-            self.close_connection = True
             return
+        self.requests_served += 1
         self.head = head
         self.raw_requestline = head.raw_request_line
         self.command = head.method
@@ -276,27 +288,34 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
             remote_addr, remote_port = str(peer[0]), str(peer[1])
         else:
             remote_addr, remote_port = "", ""
-        return build_environ(
+        environ = build_environ(
             method=head.method,
             target=head.target,
             version=head.version,
             headers=head.headers,
             body=body,
             content_length=self._content_length,
-            server_name=server.server_name,
-            server_port=str(server.server_port),
+            server_name=self.server_name,
+            server_port=self.server_port,
             remote_addr=remote_addr,
             remote_port=remote_port,
             script_name=server.config.url_prefix,
-            url_scheme=self.url_scheme,
+            url_scheme=server.url_scheme,
             multithread=server.multithread,
+            multiprocess=server.multiprocess,
         )
+        if self.tls_environ:
+            environ.update(self.tls_environ)
+        # From trusted proxies, X-Forwarded-* / Forwarded rewrite REMOTE_ADDR,
+        # wsgi.url_scheme and HTTP_HOST; from anyone else they are removed.
+        apply_forwarded(environ, server.trusted_proxies)
+        return environ
 
     def run_wsgi(self, head: RequestHead, body: InputStream) -> None:
         """Run the app for the parsed request and settle the connection's fate."""
         server = self.server
         config = server.config
-        environ = self.make_environ(head, body)
+        environ = self._environ = self.make_environ(head, body)
 
         def will_close(complete: bool) -> bool:
             if server.stopping:
@@ -335,7 +354,7 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
         self.close_connection = not keep_alive
         if not keep_alive and not writer.client_gone:
             # The client may still be sending a body we will not read.
-            self._linger = True
+            self.linger_on_close = True
         self.log_access()
 
     # -- the ResponseSink used by ResponseWriter -----------------------------------------
@@ -352,14 +371,33 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
         if body:
             buffer.append(body)
         self._headers_buffer = []
+        if self._split_timeouts:
+            self._set_timeout(self.server.config.write_timeout)
         self.wfile.write(b"".join(buffer))
 
     def send_body(self, data: bytes) -> None:
+        if self._split_timeouts:
+            self._set_timeout(self.server.config.write_timeout)
         self.wfile.write(data)
 
     def send_file(self, file: Any, offset: int, count: int) -> int:
+        if self._split_timeouts:
+            self._set_timeout(self.server.config.write_timeout)
         sent: int = self.connection.sendfile(file, offset, count)
         return sent
+
+    # -- timeouts ---------------------------------------------------------------------------
+
+    def _set_timeout(self, seconds: float) -> None:
+        if self._timeout != seconds:
+            self.connection.settimeout(seconds)
+            self._timeout = seconds
+
+    def _timed_recv(self, size: int) -> bytes:
+        """``recv`` under the read timeout (used when reads and writes have different ones)."""
+        self._set_timeout(self.server.config.read_timeout)
+        data: bytes = self.connection.recv(size)
+        return data
 
     # -- errors the server answers itself --------------------------------------------------
 
@@ -376,7 +414,7 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
         if exc.method and not self.command:
             self.command = exc.method  # a refused HEAD still gets no body
         self.send_error(exc.status, exc.reason, extra_headers=exc.headers)
-        self._linger = True
+        self.linger_on_close = True
 
     def send_error(
         self,
@@ -420,14 +458,8 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
         self.log_access()
 
     def finish(self) -> None:
-        """Flush, then close lingeringly if the client may still be sending."""
-        try:
-            super().finish()
-        except OSError:
-            pass
-        if self._linger:
-            self._linger = False
-            linger(self.connection)
+        """Called once, before the server closes (or lingeringly closes) the connection."""
+        self.rfile.close()
 
     # -- logging -------------------------------------------------------------------------
 
@@ -442,21 +474,37 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
         return str(peer) or "unix"
 
     def log_access(self) -> None:
-        """One access log line per request, after the response: who, what, status, bytes, time."""
-        if not self.server.config.access_log or not access_log.isEnabledFor(logging.INFO):
+        """One access log line per request, after the response (``--access-log-format``)."""
+        server = self.server
+        if not server.config.access_log or not access_log.isEnabledFor(logging.INFO):
             return
-        peer = self.client_address
-        client = peer[0] if isinstance(peer, tuple) else (str(peer) or "unix")
-        duration_ms = (time.perf_counter() - self._start_time) * 1000
-        access_log.info(
-            '%s - - [%s] "%s" %d %d %.2fms',
-            client,
-            _LogDate.now(),
-            escape_log(self.requestline),
-            self._status_code,
-            self._body_bytes,
-            duration_ms,
+        environ = self._environ
+        head = self.head
+        if environ is not None:
+            client, remote_port = environ["REMOTE_ADDR"], environ["REMOTE_PORT"]
+        else:
+            peer = self.client_address
+            client, remote_port = (
+                (str(peer[0]), str(peer[1])) if isinstance(peer, tuple) else ("unix", "")
+            )
+        path, _, query = head.target.partition("?") if head is not None else ("", "", "")
+        writer = self._writer
+        record = AccessRecord(
+            client=client,
+            remote_port=remote_port,
+            request_line=self.requestline,
+            method=self.command,
+            path=path,
+            query=query,
+            protocol=self.request_version if head is not None else "",
+            status=self._status_code,
+            bytes_sent=self._body_bytes,
+            duration=time.perf_counter() - self._start_time,
+            request_headers=head.headers if head is not None else (),
+            response_headers=writer.sent_headers if writer is not None else (),
+            timestamp=time.time(),
         )
+        access_log.info("%s", server.access_format.render(record))
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         """Replaced by :meth:`log_access`, which runs after the response."""

@@ -113,9 +113,10 @@ def line_content(line: bytes, limits: Limits, what: str) -> bytes:
     return content
 
 
-def parse_request_line(line: bytes, limits: Limits) -> tuple[str, str, str]:
-    """(method, target, version) from one request line, terminator included."""
-    content = line_content(line, limits, "request line")
+def parse_request_line(content: bytes) -> tuple[str, str, str]:
+    """(method, target, version) from one request line without its CRLF."""
+    if b"\r" in content:
+        raise BadRequest("bare CR in the request line")
     parts = content.split(b" ")
     if len(parts) != 3:
         # RFC 9112 §3: request-line = method SP request-target SP HTTP-version.
@@ -155,12 +156,37 @@ def parse_request_line(line: bytes, limits: Limits) -> tuple[str, str, str]:
     return method.decode("ascii"), target.decode("latin-1"), version.decode("ascii")
 
 
+def parse_field_line(content: bytes, what: str) -> tuple[str, str]:
+    """(name, value) from one field line without its line ending, or BadRequest."""
+    first = content[0]
+    if first == 0x20 or first == 0x09:
+        # RFC 9112 §5.2: obs-fold; "A server that receives an obs-fold in a
+        # request message ... MUST either reject the message by sending a
+        # 400 (Bad Request) ... or replace each received obs-fold with one
+        # or more SP octets".  We reject.
+        raise BadRequest(f"obsolete line folding in the {what}")
+    colon = content.find(b":")
+    if colon <= 0:
+        raise BadRequest(f"a field line without a name and colon in the {what}")
+    name = content[:colon]
+    if TOKEN.fullmatch(name) is None:
+        # Includes whitespace before the colon - RFC 9112 §5.1: "A server
+        # MUST reject, with a response status code of 400 (Bad Request),
+        # any received request message that contains whitespace between a
+        # header field name and colon."
+        raise BadRequest(f"a field name is not a token in the {what}")
+    value = content[colon + 1 :].strip(OWS)
+    if FIELD_VALUE.fullmatch(value) is None:
+        raise BadRequest(f"a control character in a field value in the {what}")
+    return name.decode("ascii"), value.decode("latin-1")
+
+
 def read_header_lines(
-    rfile: Reader, limits: Limits, budget: int, what: str = "header section"
+    rfile: Reader, limits: Limits, budget: int, what: str = "trailer section"
 ) -> list[tuple[str, str]]:
     """Field lines up to the empty line, each checked; ``budget`` bytes at most in all.
 
-    Used for the header section and for a chunked body's trailer section.
+    Used for a chunked body's trailer section, read line by line as it arrives.
     """
     headers: list[tuple[str, str]] = []
     max_count = limits.max_header_count
@@ -176,27 +202,7 @@ def read_header_lines(
             return headers  # a bare-LF empty line, when allowed
         if len(headers) >= max_count:
             raise HeaderFieldsTooLarge(f"more than {max_count} fields in the {what}")
-        first = content[0]
-        if first == 0x20 or first == 0x09:
-            # RFC 9112 §5.2: obs-fold; "A server that receives an obs-fold in a
-            # request message ... MUST either reject the message by sending a
-            # 400 (Bad Request) ... or replace each received obs-fold with one
-            # or more SP octets".  We reject.
-            raise BadRequest(f"obsolete line folding in the {what}")
-        colon = content.find(b":")
-        if colon <= 0:
-            raise BadRequest(f"a field line without a name and colon in the {what}")
-        name = content[:colon]
-        if TOKEN.fullmatch(name) is None:
-            # Includes whitespace before the colon - RFC 9112 §5.1: "A server
-            # MUST reject, with a response status code of 400 (Bad Request),
-            # any received request message that contains whitespace between a
-            # header field name and colon."
-            raise BadRequest(f"a field name is not a token in the {what}")
-        value = content[colon + 1 :].strip(OWS)
-        if FIELD_VALUE.fullmatch(value) is None:
-            raise BadRequest(f"a control character in a field value in the {what}")
-        headers.append((name.decode("ascii"), value.decode("latin-1")))
+        headers.append(parse_field_line(content, what))
 
 
 def _list_tokens(values: list[str]) -> list[str]:
@@ -308,25 +314,116 @@ def decide_framing(head: RequestHead) -> None:
         head.expect_continue = bool(members)
 
 
-def read_request_head(rfile: Reader, limits: Limits) -> RequestHead | None:
-    """The next request's head from ``rfile``, None if the client closed cleanly first."""
-    line = rfile.readline(limits.max_request_line + 1)
-    if line == b"\r\n" or (line == b"\n" and limits.allow_bare_lf):
-        # RFC 9112 §2.2: a server "SHOULD ignore at least one empty line (CRLF)
-        # received prior to the request-line".
-        line = rfile.readline(limits.max_request_line + 1)
-    if not line:
-        return None
+# The end of a head: the empty line.  With bare LF allowed, any mix of LF and
+# CRLF (RFC 9112 §2.2: "a recipient MAY recognize a single LF as a line
+# terminator and ignore any preceding CR").
+_BLANK_LINE = re.compile(rb"\n\r?\n")
+_LINE_BREAK = re.compile(rb"\r?\n")
+
+
+def find_head_end(buffer: bytes, limits: Limits) -> int:
+    """The index just past the empty line that ends the head in ``buffer``; -1 if not there yet.
+
+    Refuses a head that is already too long although incomplete: 414 for a
+    request line past ``max_request_line`` bytes (CRLF included), 431 for a
+    header section past ``max_header_bytes`` (its CRLFs included).
+    """
+    max_line = limits.max_request_line
+    line_end = buffer.find(b"\n", 0, max_line)
+    if line_end < 0:
+        if len(buffer) >= max_line:
+            raise URITooLong(f"the request line is longer than {max_line} bytes")
+        return -1
+    if limits.allow_bare_lf:
+        match = _BLANK_LINE.search(buffer, line_end)
+        end = match.end() if match is not None else -1
+    else:
+        end = buffer.find(b"\r\n\r\n", max(line_end - 1, 0))
+        if end >= 0:
+            end += 4
+    size = (len(buffer) if end < 0 else end) - line_end - 1
+    if size > limits.max_header_bytes:
+        raise HeaderFieldsTooLarge(
+            f"the header section is larger than {limits.max_header_bytes} bytes"
+        )
+    return end
+
+
+def parse_head(block: bytes, limits: Limits) -> RequestHead:
+    """The request head in ``block``: request line, field lines, the empty line."""
+    bare_lf = limits.allow_bare_lf
+    lines = _LINE_BREAK.split(block)[:-2] if bare_lf else block[:-4].split(b"\r\n")
+    request_line = lines[0]
     method = ""
     try:
-        if len(line) > limits.max_request_line:
-            raise URITooLong(f"the request line is longer than {limits.max_request_line} bytes")
-        method, target, version = parse_request_line(line, limits)
-        headers = read_header_lines(rfile, limits, limits.max_header_bytes)
-        head = RequestHead(method, target, version, headers, raw_request_line=line)
+        if b"\n" in request_line:
+            # RFC 9112 §2.2: "a recipient MAY recognize a single LF as a line
+            # terminator" - we do not, because a proxy in front may not either.
+            raise BadRequest("the request line ends in a bare LF, not CRLF")
+        method, target, version = parse_request_line(request_line)
+        max_count = limits.max_header_count
+        if len(lines) - 1 > max_count:
+            raise HeaderFieldsTooLarge(f"more than {max_count} fields in the header section")
+        headers = []
+        for line in lines[1:]:
+            if b"\n" in line:
+                raise BadRequest("a field line in the header section ends in a bare LF, not CRLF")
+            if b"\r" in line:
+                # RFC 9112 §2.2: "A recipient of such a bare CR MUST consider that
+                # element to be invalid or replace each bare CR with SP".
+                raise BadRequest("bare CR in the header section")
+            headers.append(parse_field_line(line, "header section"))
+        raw_line = block[: len(request_line) + 2]
+        head = RequestHead(method, target, version, headers, raw_request_line=raw_line)
         decide_framing(head)
     except HTTPError as exc:
-        exc.request_line = line
+        exc.request_line = request_line[: limits.max_request_line] + b"\r\n"
         exc.method = method
         raise
     return head
+
+
+class BufferedReader(Reader, Protocol):
+    """What :func:`take_head` needs of the connection's reader (``reader.SocketReader``)."""
+
+    eof: bool
+
+    def peek(self) -> bytes: ...
+
+    def consume(self, n: int, /) -> None: ...
+
+    def fill(self) -> int: ...
+
+
+def take_head(reader: BufferedReader, limits: Limits) -> RequestHead | None:
+    """The next request head if the reader's buffer holds all of it (consumed); else None.
+
+    Reads nothing from the socket, so the caller decides whether to wait for
+    more (or park the connection); at end-of-file a partial head is refused.
+    """
+    buffer = reader.peek()
+    if buffer[:2] == b"\r\n" or (buffer[:1] == b"\n" and limits.allow_bare_lf):
+        # RFC 9112 §2.2: a server "SHOULD ignore at least one empty line (CRLF)
+        # received prior to the request-line".
+        skip = 2 if buffer[0] == 0x0D else 1
+        reader.consume(skip)
+        buffer = buffer[skip:]
+    end = find_head_end(buffer, limits)
+    if end < 0:
+        if reader.eof and buffer:
+            raise IncompleteMessage("the connection closed in the middle of the request head")
+        return None
+    reader.consume(end)
+    return parse_head(buffer[:end], limits)
+
+
+def read_request_head(reader: BufferedReader, limits: Limits) -> RequestHead | None:
+    """The next request head, reading as needed; None if the client closed cleanly first."""
+    while True:
+        head = take_head(reader, limits)
+        if head is not None:
+            return head
+        if reader.eof or not reader.fill():
+            if reader.peek():
+                raise IncompleteMessage("the connection closed in the middle of the request head")
+            return None

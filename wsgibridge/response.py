@@ -216,6 +216,7 @@ class ResponseWriter:
         self._declared_length: int | None = None
         # set when the header section is sent
         self.headers_sent = False
+        self.sent_headers: list[tuple[str, str]] = []
         self.framing: Framing | None = None
         self._remaining: int | None = None  # bytes still allowed under Content-Length
         self._truncated = False
@@ -391,6 +392,7 @@ class ResponseWriter:
             out.append(("Server", self.server_software))
         self.framing = framing
         self.headers_sent = True
+        self.sent_headers = out
         body = self._frame(first) if first else b""
         try:
             self._sink.send_head(code, self._reason, out, body)

@@ -1,44 +1,195 @@
-"""The listening server: bind, accept, hand connections to a capped set of threads, stop.
+"""The server: listening sockets, a reactor thread, a worker pool, parked connections.
 
-Strategy: ``make_server`` binds and listens before it returns, so port 0 gives a
-real port at once.  ``serve_forever`` waits on the listening socket *and* a
-wake-up socket, so ``shutdown`` returns as soon as the loop has seen it (no
-0.5 s poll as in ``socketserver``).  At most ``config.threads`` connections are
-served at once; the accept loop stops accepting while all threads are busy, so
-further clients wait in the kernel's listen backlog.
+Strategy.  ``WSGIServer`` binds every listening socket when it is made (port
+0 gives a real port at once).  ``serve_forever`` runs the *reactor* in the
+calling thread: one selector over the listeners, a wake-up socket and every
+*parked* connection.  A connection is parked when it has nothing to do -
+idle between keep-alive requests, or waiting for the rest of a slowly sent
+request head - so idle clients hold a file descriptor, never a thread.
+When a parked connection becomes readable, the reactor hands it to the
+:class:`~wsgibridge.pool.WorkerPool`; the worker serves every request that
+is ready on it (``WSGIRequestHandler.handle``) and parks it again.
 
-Stopping (``server_close``): the listener is closed, idle keep-alive
-connections are shut down at once, connections with a request in flight get
-``config.graceful_timeout`` seconds to finish, then the rest are cut.  Only
-``serve()`` installs signal handlers; a server made with ``make_server`` never
-touches the host program's signals.
+A worker that has just answered lingers a moment for the next request on
+the same connection before parking it, unless other connections are queued
+for a worker: a busy keep-alive client then costs one thread switch per
+request instead of two, and a waiting client is never held up by one that
+lingers.
+
+States of a connection (``_Conn.state``), and who moves it::
+
+    ACTIVE --(worker: nothing ready)--> PARKED --(reactor: readable)--> ACTIVE
+    ACTIVE --(worker: done)--> LINGERING --(reactor: EOF / 2 s / 1 MiB)--> closed
+    PARKED --(reactor: deadline)--> closed
+
+Only the reactor takes a connection out of PARKED, so a readiness event and
+a deadline can never both act on it.
+
+Stopping (:meth:`WSGIServer.stop`): the listeners close at once, parked
+connections close at once, requests in flight finish and their responses
+say ``Connection: close``; after ``graceful_timeout`` the remaining sockets
+are shut down under their threads.  Nothing polls: every wait is on an event
+or a condition, so an idle server stops in milliseconds.  Only ``serve()``
+installs signal handlers; a server made with ``make_server`` never touches
+the host program's signals.
 """
 
 from __future__ import annotations
 
+import errno
+import heapq
+import itertools
 import logging
-import selectors
+import select
 import signal
 import socket
-import socketserver
+import ssl
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable
 from types import FrameType
 from typing import Any
 
+from .accesslog import AccessLogFormat
 from .config import Config
 from .handler import WSGIRequestHandler
+from .listen import close_listener, listener_address, open_listener, parse_bind
+from .pool import WorkerPool
+from .proxy import TrustedProxies
 from .response import WSGIApp
+from .tls import handshake, make_ssl_context
 
 log = logging.getLogger("wsgibridge.server")
 
+# How long a worker waits on its connection for the next request before
+# parking it: long enough for a client on the same host or LAN to send its
+# next request, short enough that a worker is never tied up.
+LINGER_FOR_NEXT_REQUEST = 0.002
+# After a refusal (or a body we would not read), how long and how much of
+# the client's remaining upload is read and discarded before closing, so the
+# kernel does not answer those bytes with a RST that destroys our response.
+CLOSE_LINGER_SECONDS = 2.0
+CLOSE_LINGER_BYTES = 1024 * 1024
+# New connections accepted per readiness event of a listener (fairness).
+ACCEPT_BATCH = 64
+# Pause before accepting again when the process is out of file descriptors.
+ACCEPT_BACKOFF = 0.1
 
-class WSGIServer(socketserver.TCPServer):
-    """A bound, listening HTTP server that runs ``app`` for each request."""
+ACTIVE, PARKED, LINGERING, CLOSED = "active", "parked", "lingering", "closed"
 
-    allow_reuse_address = True
+
+class _Conn:
+    """The server's record of one connection (the handler holds the HTTP state)."""
+
+    __slots__ = (
+        "address",
+        "fd",
+        "generation",
+        "handler",
+        "linger_bytes",
+        "registered",
+        "sock",
+        "state",
+    )
+
+    def __init__(self, sock: socket.socket, address: Any) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.address = address
+        self.handler: WSGIRequestHandler | None = None
+        self.state = ACTIVE
+        self.generation = 0  # bumped on every park, so a stale deadline is ignored
+        self.registered = False
+        self.linger_bytes = 0
+
+
+class _Poller:
+    """Readiness for many sockets, armed from any thread (epoll ``EPOLLONESHOT``).
+
+    Workers arm a connection when they park it; the kernel disarms it when it
+    fires, so each readiness event hands the connection to exactly one worker.
+    Where epoll does not exist, arming goes through the reactor (``wake``).
+    """
+
+    def __init__(self, wake: Callable[[], None]) -> None:
+        self._epoll = select.epoll() if hasattr(select, "epoll") else None
+        self._poll = None if self._epoll is not None else select.poll()
+        self._pending: list[tuple[int, bool]] = []
+        self._wake = wake
+        self._lock = threading.Lock()
+
+    def add_listener(self, fd: int) -> None:
+        if self._epoll is not None:
+            self._epoll.register(fd, select.EPOLLIN)
+        else:
+            assert self._poll is not None
+            self._poll.register(fd, select.POLLIN)
+
+    def remove(self, fd: int) -> None:
+        try:
+            if self._epoll is not None:
+                self._epoll.unregister(fd)
+            else:
+                with self._lock:
+                    self._pending.append((fd, False))
+                self._wake()
+        except (OSError, ValueError, KeyError):
+            pass
+
+    def arm(self, conn: _Conn) -> None:
+        """Report ``conn`` once when it becomes readable (or hangs up)."""
+        if self._epoll is not None:
+            events = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLONESHOT
+            if conn.registered:
+                self._epoll.modify(conn.fd, events)
+            else:
+                self._epoll.register(conn.fd, events)
+                conn.registered = True
+            return
+        with self._lock:
+            self._pending.append((conn.fd, True))
+        conn.registered = True
+        self._wake()
+
+    def poll(self, timeout: float | None) -> list[tuple[int, int]]:
+        if self._epoll is not None:
+            return self._epoll.poll(-1 if timeout is None else timeout)
+        assert self._poll is not None
+        with self._lock:
+            pending, self._pending = self._pending, []
+        for fd, arm in pending:
+            if arm:
+                self._poll.register(fd, select.POLLIN)
+            else:
+                try:
+                    self._poll.unregister(fd)
+                except KeyError:
+                    pass
+        events = self._poll.poll(None if timeout is None else timeout * 1000)
+        return events
+
+    def disarm_fired(self, fd: int) -> None:
+        """After an event on a connection (poll() is level-triggered, epoll is one-shot)."""
+        if self._poll is not None:
+            try:
+                self._poll.unregister(fd)
+            except KeyError:
+                pass
+
+    def close(self) -> None:
+        if self._epoll is not None:
+            self._epoll.close()
+
+
+class WSGIServer:
+    """A bound HTTP server that runs ``app`` for each request; serve with ``serve_forever``.
+
+    ``sockets`` are pre-bound listening sockets to serve instead of
+    ``config.binds`` (and are closed, never unlinked, when the server stops);
+    ``ssl_context`` serves HTTPS with a context of your own instead of one
+    made from ``config.certfile``.
+    """
+
     multithread = True
 
     def __init__(
@@ -46,187 +197,443 @@ class WSGIServer(socketserver.TCPServer):
         app: WSGIApp,
         config: Config | None = None,
         handler_class: type[WSGIRequestHandler] = WSGIRequestHandler,
+        *,
+        sockets: Iterable[socket.socket] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.app = app
         self.config = config = config if config is not None else Config()
         self.limits = config.limits
-        self.address_family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
-        self.request_queue_size = config.backlog
-        self._lock = threading.Condition()
-        self._active = 0  # connections handed to a thread and not yet finished
-        self._connections: dict[socket.socket, bool] = {}  # socket -> idle?
+        self.handler_class = handler_class
+        self.multiprocess = config.workers > 1
+        if ssl_context is None and config.certfile:
+            ssl_context = make_ssl_context(
+                config.certfile,
+                config.keyfile,
+                ca_certs=config.ca_certs,
+                require_client_cert=config.require_client_cert,
+            )
+        self.ssl_context = ssl_context
+        self.url_scheme = config.url_scheme or ("https" if ssl_context else "http")
+        self.trusted_proxies = TrustedProxies(config.forwarded_allow_ips)
+        self.access_format = AccessLogFormat(config.access_log_format)
         self._stopping = threading.Event()
         self._loop_done = threading.Event()
         self._loop_done.set()
         self._closed = False
+        self._lock = threading.Condition()
+        self._conns: dict[int, _Conn] = {}
+        self._timers: list[tuple[float, int, int, _Conn]] = []
+        self._sequence = itertools.count()
+        self._next_wake = float("inf")
+        self._accepting = True
+        self._resume_accepting_at = 0.0
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        super().__init__((config.host, config.port), handler_class, bind_and_activate=False)
+        self.listeners: list[socket.socket] = []
         try:
-            self.server_bind()
-            self.server_activate()
+            if sockets is not None:
+                self.listeners = list(sockets)
+            else:
+                for spec in config.binds:
+                    self.listeners.append(
+                        open_listener(
+                            parse_bind(spec),
+                            backlog=config.backlog,
+                            unix_mode=config.unix_socket_mode,
+                            reuse_port=config.workers > 1,
+                        )
+                    )
         except BaseException:
-            self.socket.close()
+            self._close_listeners()
             self._wake_r.close()
             self._wake_w.close()
             raise
-        self._pool = ThreadPoolExecutor(
-            max_workers=config.threads, thread_name_prefix="wsgibridge-worker"
-        )
-
-    def server_bind(self) -> None:
-        """Bind without ``HTTPServer``'s reverse-DNS lookup of the host name."""
-        if self.address_family == socket.AF_INET6:
-            # "::" serves IPv4 too where the OS allows it (dual stack).
-            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        super().server_bind()
-        address = self.socket.getsockname()
-        self.server_name: str = str(address[0])
-        self.server_port: int = int(address[1])
+        for listener in self.listeners:
+            listener.setblocking(False)
+        self._listener_fds = {listener.fileno(): listener for listener in self.listeners}
+        self._poller = _Poller(self._wake)
+        self._pool = WorkerPool(config.threads)
 
     # -- facts -----------------------------------------------------------------------
 
     @property
+    def addresses(self) -> list[str]:
+        """Every listening address, as ``127.0.0.1:8000``, ``[::1]:8000`` or ``unix:/path``."""
+        return [listener_address(listener) for listener in self.listeners]
+
+    @property
     def host(self) -> str:
-        return self.server_name
+        """The first TCP listener's host (``""`` if there is none)."""
+        for listener in self.listeners:
+            if listener.family in (socket.AF_INET, socket.AF_INET6):
+                return str(listener.getsockname()[0])
+        return ""
 
     @property
     def port(self) -> int:
-        return self.server_port
+        """The first TCP listener's port (0 if there is none)."""
+        for listener in self.listeners:
+            if listener.family in (socket.AF_INET, socket.AF_INET6):
+                return int(listener.getsockname()[1])
+        return 0
+
+    # socketserver's names, for code written against http.server.
+    server_name = host
+    server_port = port
 
     @property
     def url(self) -> str:
-        """``http://host:port/`` for the bound address (IPv6 in brackets)."""
-        host = self.server_name
+        """``http(s)://host:port/`` for the first TCP listener (IPv6 in brackets)."""
+        host = self.host
         if ":" in host:
             host = f"[{host}]"
-        return f"http://{host}:{self.server_port}/"
+        return f"{self.url_scheme}://{host}:{self.port}/"
 
     @property
     def stopping(self) -> bool:
         return self._stopping.is_set()
 
-    # -- the accept loop ---------------------------------------------------------------
+    def local_address(self, sock: socket.socket) -> tuple[str, str]:
+        """(SERVER_NAME, SERVER_PORT) for a connection: the address it came in on."""
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            name, port = sock.getsockname()[:2]
+            return str(name), str(port)
+        return "localhost", "443" if self.ssl_context else "80"
+
+    def linger_time(self) -> float:
+        """How long a worker may wait on its connection for the next bytes (0: don't)."""
+        if self._stopping.is_set() or self._pool.has_waiting_work():
+            return 0.0
+        return LINGER_FOR_NEXT_REQUEST
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._conns)
+
+    # -- the reactor -------------------------------------------------------------------
 
     def serve_forever(self, poll_interval: float = 0.5) -> None:
         """Accept and dispatch connections until :meth:`shutdown` (``poll_interval`` is unused)."""
+        if self._closed or self._stopping.is_set():
+            return
         self._loop_done.clear()
         try:
-            with selectors.DefaultSelector() as selector:
-                selector.register(self.socket, selectors.EVENT_READ)
-                selector.register(self._wake_r, selectors.EVENT_READ)
-                while not self._stopping.is_set():
-                    with self._lock:
-                        while self._active >= self.config.threads and not self._stopping.is_set():
-                            self._lock.wait()
-                    if self._stopping.is_set():
-                        break
-                    ready = selector.select()
-                    if self._stopping.is_set():
-                        break
-                    if any(key.fileobj is self.socket for key, _ in ready):
-                        self._accept()
+            self._pool.start()
+            poller = self._poller
+            wake_fd = self._wake_r.fileno()
+            poller.add_listener(wake_fd)
+            for fd in self._listener_fds:
+                poller.add_listener(fd)
+            conns = self._conns
+            while not self._stopping.is_set():
+                timeout = self._until_next_timer()
+                for fd, _ in poller.poll(timeout):
+                    if fd == wake_fd:
+                        self._drain_wake()
+                    elif fd in self._listener_fds:
+                        self._accept(self._listener_fds[fd])
+                    else:
+                        conn = conns.get(fd)
+                        if conn is None:
+                            continue
+                        poller.disarm_fired(fd)
+                        if conn.state == PARKED:
+                            conn.state = ACTIVE
+                            self._pool.submit(self._serve, conn)
+                        elif conn.state == LINGERING:
+                            self._discard(conn)
+                self._run_timers()
         finally:
+            self._stop_accepting()
+            self._close_idle()
             self._loop_done.set()
 
-    def _accept(self) -> None:
+    def _until_next_timer(self) -> float | None:
+        timers = self._timers
+        now = time.monotonic()
+        wake = timers[0][0] if timers else float("inf")
+        if not self._accepting and self._resume_accepting_at:
+            wake = min(wake, self._resume_accepting_at)
+        self._next_wake = wake
+        if wake == float("inf"):
+            return None
+        return max(wake - now, 0.0)
+
+    def _run_timers(self) -> None:
+        now = time.monotonic()
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            _, _, generation, conn = heapq.heappop(timers)
+            if conn.generation != generation:
+                continue  # parked again since, with a later deadline
+            if conn.state == PARKED:
+                self._expire(conn)
+            elif conn.state == LINGERING:
+                self._forget(conn)
+        if not self._accepting and self._resume_accepting_at and now >= self._resume_accepting_at:
+            self._resume_accepting_at = 0.0
+            self._start_accepting()
+
+    def _add_timer(self, deadline: float, conn: _Conn) -> None:
+        heapq.heappush(self._timers, (deadline, next(self._sequence), conn.generation, conn))
+        if deadline < self._next_wake:
+            self._wake()  # the reactor sleeps past this deadline: tell it
+
+    def _wake(self) -> None:
         try:
-            sock, address = self.socket.accept()
+            self._wake_w.send(b"x")
         except OSError:
-            # The client gave up before we accepted (ECONNABORTED and friends);
-            # nothing to clean up, keep serving.
-            return
-        with self._lock:
-            self._active += 1
-            self._connections[sock] = False
-        try:
-            self._pool.submit(self._serve_connection, sock, address)
-        except RuntimeError:  # the pool was shut down under us
-            self._forget(sock)
-            sock.close()
+            pass  # the buffer is full (a wake-up is pending anyway) or we are closed
 
-    def _serve_connection(self, sock: socket.socket, address: Any) -> None:
+    def _drain_wake(self) -> None:
         try:
-            self.finish_request(sock, address)
+            while self._wake_r.recv(4096):
+                pass
+        except OSError:
+            pass
+
+    # -- accepting -------------------------------------------------------------------
+
+    def _accept(self, listener: socket.socket) -> None:
+        limit = self.config.connection_limit
+        for _ in range(ACCEPT_BATCH):
+            if len(self._conns) >= limit:
+                # Further clients wait in the kernel's backlog until one closes.
+                self._stop_accepting()
+                return
+            try:
+                sock, address = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    # Out of descriptors: stop asking for a moment instead of
+                    # spinning on a listener that stays readable.
+                    log.warning("cannot accept connections: %s; pausing", exc)
+                    self._stop_accepting()
+                    self._resume_accepting_at = time.monotonic() + ACCEPT_BACKOFF
+                # Otherwise the client gave up before we accepted (ECONNABORTED …).
+                return
+            conn = _Conn(sock, address)
+            self._conns[conn.fd] = conn
+            self._pool.submit(self._serve, conn)
+
+    def _stop_accepting(self) -> None:
+        if self._accepting:
+            self._accepting = False
+            for fd in self._listener_fds:
+                self._poller.remove(fd)
+
+    def _start_accepting(self) -> None:
+        if not self._accepting and not self._stopping.is_set():
+            self._accepting = True
+            for fd in self._listener_fds:
+                try:
+                    self._poller.add_listener(fd)
+                except (OSError, ValueError):
+                    pass
+
+    # -- serving a connection (in a worker) ------------------------------------------------
+
+    def _serve(self, conn: _Conn) -> None:
+        handler = conn.handler
+        try:
+            if handler is None:
+                handler = conn.handler = self._open(conn)
+                if handler is None:
+                    self._close(conn)
+                    return
+            handler.handle()
         except Exception:
-            log.exception("unexpected error serving %s", address)
-        finally:
-            self._forget(sock)
-            self.shutdown_request(sock)
+            log.exception("unexpected error serving %s", conn.address)
+            self._close(conn)
+            return
+        if handler.close_connection or self._stopping.is_set():
+            self._close(conn, linger=handler.linger_on_close)
+        else:
+            self._park(conn, handler.deadline())
 
-    def _forget(self, sock: socket.socket) -> None:
+    def _open(self, conn: _Conn) -> WSGIRequestHandler | None:
+        """The handler for a new connection, after the TLS handshake if any."""
+        sock: socket.socket = conn.sock
+        if self.ssl_context is not None:
+            try:
+                sock = self.ssl_context.wrap_socket(
+                    sock, server_side=True, do_handshake_on_connect=False
+                )
+                conn.sock = sock
+                handshake(sock, self.config.header_timeout)
+            except (OSError, ValueError) as exc:
+                log.info("TLS handshake with %s failed: %s", conn.address, exc)
+                return None
+        return self.handler_class(sock, conn.address, self)
+
+    def _park(self, conn: _Conn, deadline: float) -> None:
+        conn.generation += 1
+        conn.state = PARKED
+        self._add_timer(deadline, conn)
+        try:
+            self._poller.arm(conn)
+        except (OSError, ValueError):
+            self._close(conn)
+        if self._stopping.is_set() and conn.state == PARKED:
+            # Parked while the reactor was closing the idle ones: close it here.
+            conn.state = ACTIVE
+            self._close(conn)
+
+    def _expire(self, conn: _Conn) -> None:
+        """A parked connection's deadline passed (in the reactor)."""
+        handler = conn.handler
+        if handler is not None and handler.rfile.buffered():
+            # Part of a request head arrived, the rest did not in time.
+            log.info("%s: request head not complete in time; closing", conn.address)
+            try:
+                conn.sock.send(
+                    b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n"
+                    b"Connection: close\r\n\r\n",
+                    socket.MSG_DONTWAIT,
+                )
+            except OSError:
+                pass
+        conn.state = ACTIVE
+        self._close(conn)
+
+    # -- closing -----------------------------------------------------------------------
+
+    def _close(self, conn: _Conn, linger: bool = False) -> None:
+        """Close a connection that no one else holds (a worker's, or the reactor's)."""
+        handler = conn.handler
+        if handler is not None:
+            try:
+                handler.finish()
+            except Exception:
+                log.exception("error finishing the connection from %s", conn.address)
+        if linger and not self._stopping.is_set():
+            try:
+                conn.sock.shutdown(socket.SHUT_WR)
+                conn.sock.setblocking(False)
+            except OSError:
+                pass
+            else:
+                conn.generation += 1
+                conn.state = LINGERING
+                self._add_timer(time.monotonic() + CLOSE_LINGER_SECONDS, conn)
+                try:
+                    self._poller.arm(conn)
+                    return
+                except (OSError, ValueError):
+                    pass
+        self._forget(conn)
+
+    def _discard(self, conn: _Conn) -> None:
+        """Read and drop what a lingering client still sends (in the reactor)."""
+        try:
+            while conn.linger_bytes < CLOSE_LINGER_BYTES:
+                data = conn.sock.recv(65536)
+                if not data:
+                    break
+                conn.linger_bytes += len(data)
+            else:
+                self._forget(conn)
+                return
+        except (BlockingIOError, InterruptedError):
+            try:
+                self._poller.arm(conn)
+                return
+            except (OSError, ValueError):
+                pass
+        except OSError:
+            pass
+        self._forget(conn)
+
+    def _forget(self, conn: _Conn) -> None:
+        if conn.state == CLOSED:
+            return
+        conn.state = CLOSED
+        if conn.registered:
+            self._poller.remove(conn.fd)
         with self._lock:
-            self._connections.pop(sock, None)
-            self._active -= 1
+            if self._conns.get(conn.fd) is conn:
+                del self._conns[conn.fd]
             self._lock.notify_all()
+        try:
+            conn.sock.close()
+        except OSError:
+            pass
+        if (
+            not self._accepting
+            and not self._resume_accepting_at
+            and len(self._conns) < self.config.connection_limit
+        ):
+            self._start_accepting()
 
-    def mark_idle(self, sock: socket.socket, idle: bool) -> None:
-        """Called by the handler around its wait for the next keep-alive request."""
-        with self._lock:
-            if sock in self._connections:
-                self._connections[sock] = idle
-        if idle and self._stopping.is_set():
-            _shutdown_socket(sock)
+    def _close_idle(self) -> None:
+        """Close every parked and lingering connection (the reactor, when it stops)."""
+        for conn in list(self._conns.values()):
+            if conn.state in (PARKED, LINGERING):
+                conn.state = ACTIVE
+                self._forget(conn)
 
     # -- stopping --------------------------------------------------------------------
 
     def request_shutdown(self) -> None:
-        """Ask the accept loop to stop, without waiting (safe from a signal handler)."""
+        """Ask the server to stop, without waiting (safe from a signal handler)."""
         self._stopping.set()
-        try:
-            self._wake_w.send(b"x")
-        except OSError:
-            pass
-        with self._lock:
-            self._lock.notify_all()
+        self._wake()
 
     def shutdown(self) -> None:
-        """Stop the accept loop and wait until it has returned."""
+        """Stop the reactor and wait until ``serve_forever`` has returned."""
         self.request_shutdown()
         self._loop_done.wait()
 
     def server_close(self, timeout: float | None = None) -> None:
-        """Close the listener and every connection; requests in flight may finish first.
+        """Finish in-flight requests (up to ``timeout`` s, default ``graceful_timeout``), close all.
 
-        ``timeout`` overrides ``config.graceful_timeout``.
+        Safe to call from any thread, several times, with or without a
+        running ``serve_forever``.
         """
         if self._closed:
             return
         self._closed = True
-        self.request_shutdown()
-        self._loop_done.wait()
-        super().server_close()
         grace = self.config.graceful_timeout if timeout is None else timeout
         deadline = time.monotonic() + grace
+        self.request_shutdown()
+        self._loop_done.wait()
+        self._close_idle()
         with self._lock:
-            for sock, idle in list(self._connections.items()):
-                if idle:
-                    _shutdown_socket(sock)
-            while self._active > 0:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self._lock.wait(left)
-            for sock in list(self._connections):
-                _shutdown_socket(sock)
-        self._pool.shutdown(wait=True)
+            while self._conns and time.monotonic() < deadline:
+                self._lock.wait(deadline - time.monotonic())
+            busy = list(self._conns.values())
+        for conn in busy:
+            # Past the grace period: wake the threads blocked on these sockets.
+            try:
+                conn.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self._pool.stop(timeout=max(deadline - time.monotonic(), 0.0) + 1.0)
+        self._close_listeners()
+        self._poller.close()
         self._wake_r.close()
         self._wake_w.close()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop gracefully and release everything: ``shutdown()`` then ``server_close()``."""
+        self.server_close(timeout)
+
+    def _close_listeners(self) -> None:
+        for listener in self.listeners:
+            try:
+                close_listener(listener)
+            except OSError:
+                pass
 
     def __enter__(self) -> WSGIServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.server_close()
-
-
-def _shutdown_socket(sock: socket.socket) -> None:
-    """Wake any thread blocked on ``sock`` by shutting it down (never ``close`` across threads)."""
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
 
 
 def make_server(
@@ -236,20 +643,23 @@ def make_server(
     *,
     config: Config | None = None,
     handler_class: type[WSGIRequestHandler] = WSGIRequestHandler,
+    sockets: Iterable[socket.socket] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
     **options: Any,
 ) -> WSGIServer:
     """A server bound and listening on ``host:port`` (port 0 picks one), not yet serving.
 
     Options are :class:`~wsgibridge.config.Config` fields (``threads=16``,
-    ``timeout=10`` …).  Call ``serve_forever()`` to serve, ``shutdown()`` from
-    another thread to stop, then ``server_close()``.
+    ``bind=("unix:/run/app.sock",)`` …).  Call ``serve_forever()`` to serve,
+    then ``stop()`` (from another thread, or after ``shutdown()``).
     """
     if host is not None:
         options["host"] = host
     if port is not None:
         options["port"] = port
-    config = (config or Config()).replace(**options) if options else (config or Config())
-    return WSGIServer(app, config, handler_class)
+    base = config or Config()
+    config = base.replace(**options) if options else base
+    return WSGIServer(app, config, handler_class, sockets=sockets, ssl_context=ssl_context)
 
 
 def serve(
@@ -280,7 +690,7 @@ def serve(
         for signum in (signal.SIGINT, signal.SIGTERM):
             previous[signum] = signal.signal(signum, on_signal)
     try:
-        log.info("serving on %s", server.url)
+        log.info("serving on %s", ", ".join(server.addresses))
         if ready is not None:
             ready(server)
         server.serve_forever()
