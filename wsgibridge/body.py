@@ -141,6 +141,10 @@ class InputStream:
         """Discard the unread rest of the body; False if the connection cannot be reused."""
         raise NotImplementedError
 
+    def unread(self) -> bool:
+        """True if the client may still be sending body bytes nobody has read."""
+        raise NotImplementedError
+
     def drainable(self, limit: int) -> bool:
         """False if the unread rest certainly cannot be discarded within ``limit`` bytes."""
         raise NotImplementedError
@@ -175,6 +179,10 @@ class ContentLengthInput(InputStream):
     def drainable(self, limit: int) -> bool:
         remaining = self.remaining
         return remaining == 0 or (self.started and remaining <= limit)
+
+    def unread(self) -> bool:
+        # After a failure the stream stopped counting: assume the worst.
+        return self.remaining > 0 or self.failed is not None
 
     def _read(self, size: int) -> bytes:
         remaining = self.remaining
@@ -371,6 +379,9 @@ class ChunkedInput(InputStream):
             if limit > 0:
                 limit -= len(data)
         return b"".join(parts)
+
+    def unread(self) -> bool:
+        return not self.done or self.failed is not None
 
     def drainable(self, limit: int) -> bool:
         # The size of the rest is unknown: worth trying once the client is sending.

@@ -35,7 +35,7 @@ from .body import ChunkedInput, ContentLengthInput, InputStream
 from .environ import build_environ
 from .errors import HTTPError, PayloadTooLarge
 from .parser import RequestHead, take_head
-from .proxy import apply_forwarded
+from .proxy import MAX_PROXY_LINE, apply_forwarded, parse_proxy_v1
 from .reader import SocketReader
 from .response import ResponseWriter, http_date, validate_headers
 from .tls import tls_environ
@@ -117,8 +117,17 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
         # For TLS, bytes already decrypted but not read are invisible to poll().
         self._pending: Any = getattr(sock, "pending", None)
         self.server_name, self.server_port = self.server.local_address(sock)
+        # With --proxy-protocol, a trusted peer (the proxy) must start with a
+        # PROXY line naming the real client; nobody else may.
+        self.expect_proxy_line = config.proxy_protocol and self._peer_is_trusted()
+        self.proxy_peer: Any = None
         # TLS facts (HTTPS, SSL_CLIENT_CERT …) are the same for every request.
         self.tls_environ = tls_environ(sock) if isinstance(sock, ssl.SSLSocket) else {}
+
+    def _peer_is_trusted(self) -> bool:
+        peer = self.client_address
+        address = str(peer[0]) if isinstance(peer, tuple) else ""
+        return address in self.server.trusted_proxies
 
     # -- the connection loop ----------------------------------------------------------
 
@@ -165,7 +174,11 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
         reader = self.rfile
         limits = self.server.limits
         while True:
-            head = take_head(reader, limits)
+            if self.expect_proxy_line:
+                head = None
+                self._take_proxy_line()
+            else:
+                head = take_head(reader, limits)
             if head is not None:
                 return head
             if reader.eof:
@@ -177,6 +190,23 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
             if not reader.buffered():
                 self._head_started = time.monotonic()
             reader.fill()
+
+    def _take_proxy_line(self) -> None:
+        """Consume the PROXY protocol v1 line if it has arrived; the client is who it names."""
+        buffer = self.rfile.peek()
+        end = buffer.find(b"\n", 0, MAX_PROXY_LINE)
+        if end < 0:
+            if len(buffer) >= MAX_PROXY_LINE or (self.rfile.eof and buffer):
+                parse_proxy_v1(buffer[: MAX_PROXY_LINE + 1])  # raises the right error
+            return
+        header = parse_proxy_v1(buffer[: end + 1])
+        self.rfile.consume(end + 1)
+        self.expect_proxy_line = False
+        if header.source is not None and header.source_port is not None:
+            # "the receiver ... MUST use the information from the PROXY header
+            # as the connection's source" (haproxy proxy-protocol.txt §2.1).
+            self.proxy_peer = self.client_address
+            self.client_address = (header.source, header.source_port)
 
     def handle_one_request(self) -> None:
         """Read one request, run the app, send the response (the whole lifecycle)."""
@@ -352,8 +382,8 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
             except (OSError, HTTPError):
                 keep_alive = False
         self.close_connection = not keep_alive
-        if not keep_alive and not writer.client_gone:
-            # The client may still be sending a body we will not read.
+        if not keep_alive and not writer.client_gone and (body.unread() or self.rfile.buffered()):
+            # The client may still be sending a body (or requests) we will not read.
             self.linger_on_close = True
         self.log_access()
 

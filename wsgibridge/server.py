@@ -57,7 +57,7 @@ from .listen import close_listener, listener_address, open_listener, parse_bind
 from .pool import WorkerPool
 from .proxy import TrustedProxies
 from .response import WSGIApp
-from .tls import handshake, make_ssl_context
+from .tls import answer_plain_http, handshake, looks_like_plain_http, make_ssl_context
 
 log = logging.getLogger("wsgibridge.server")
 
@@ -466,7 +466,11 @@ class WSGIServer:
                 conn.sock = sock
                 handshake(sock, self.config.header_timeout)
             except (OSError, ValueError) as exc:
-                log.info("TLS handshake with %s failed: %s", conn.address, exc)
+                if isinstance(sock, ssl.SSLSocket) and looks_like_plain_http(exc):
+                    log.info("%s sent plain HTTP to the TLS port", conn.address)
+                    answer_plain_http(sock)
+                else:
+                    log.info("TLS handshake with %s failed: %s", conn.address, exc)
                 return None
         return self.handler_class(sock, conn.address, self)
 
