@@ -209,6 +209,9 @@ def main(
         return EXIT_USAGE
     try:
         serve(app, config=config)
+    except RuntimeError as exc:
+        print(f"wsgibridge: error: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(
             f"wsgibridge: error: cannot listen on {', '.join(config.binds)}: {exc}",

@@ -672,6 +672,7 @@ def serve(
     port: int | None = None,
     *,
     config: Config | None = None,
+    handler_class: type[WSGIRequestHandler] = WSGIRequestHandler,
     ready: Callable[[WSGIServer], None] | None = None,
     **options: Any,
 ) -> None:
@@ -679,9 +680,23 @@ def serve(
 
     Signal handlers are installed only when called from the main thread, and the
     previous handlers are restored on return.  A second signal during the
-    graceful stop cuts it short.
+    graceful stop cuts it short.  With ``workers > 1`` (main thread only) the
+    app is served by pre-forked processes (``prefork.py``; ``ready`` is not
+    called).
     """
-    server = make_server(app, host, port, config=config, **options)
+    if host is not None:
+        options["host"] = host
+    if port is not None:
+        options["port"] = port
+    base = config or Config()
+    config = base.replace(**options) if options else base
+    if config.workers > 1:
+        from .prefork import serve_prefork
+
+        if serve_prefork(app, config, handler_class) != 0:
+            raise RuntimeError("the worker processes could not start")
+        return
+    server = WSGIServer(app, config, handler_class)
     previous: dict[signal.Signals, Any] = {}
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -1,0 +1,272 @@
+"""``--workers N``: pre-forked processes serving the same listening sockets.
+
+Strategy: the parent (the *arbiter*) binds the listening sockets once and
+forks N workers, which inherit them; the kernel hands each new connection to
+one of the processes waiting in ``accept``, so every core serves.  Each
+worker is an ordinary :class:`~wsgibridge.server.WSGIServer` over the
+inherited sockets, with its own thread pool.  The arbiter serves nothing: it
+replaces a worker that dies, and on SIGTERM or SIGINT it asks every worker
+to stop gracefully (they finish their requests in flight), waits for them
+up to ``graceful_timeout`` plus a margin, then kills what is left.
+
+The app is imported once, in the arbiter, before the fork, so workers share
+its memory pages until they write to them.  A worker notices the arbiter's
+death through a pipe (no polling): when the arbiter is gone, the pipe's
+write end closes and the worker stops.
+
+Only the main thread of a process without other threads may fork safely;
+``serve`` checks the first, and the arbiter starts no threads.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import select
+import signal
+import socket
+import threading
+import time
+from types import FrameType
+from typing import Any
+
+from .config import Config
+from .handler import WSGIRequestHandler
+from .listen import close_listener, listener_address, open_listener, parse_bind
+from .response import WSGIApp
+from .server import WSGIServer
+
+log = logging.getLogger("wsgibridge.server")
+
+# A worker that dies this soon after it started did not boot; after
+# MAX_BOOT_FAILURES of those in a row the arbiter gives up.
+BOOT_SECONDS = 2.0
+MAX_BOOT_FAILURES = 5
+# Time beyond graceful_timeout a worker gets to exit before it is killed.
+KILL_MARGIN = 5.0
+
+
+class Arbiter:
+    """Fork ``config.workers`` servers over shared sockets and keep them running."""
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        config: Config,
+        handler_class: type[WSGIRequestHandler] = WSGIRequestHandler,
+        sockets: list[socket.socket] | None = None,
+    ) -> None:
+        self.app = app
+        self.config = config
+        self.handler_class = handler_class
+        self.listeners = sockets if sockets is not None else self._bind()
+        self.workers: dict[int, float] = {}  # pid -> start time
+        self._stopping = False
+        self._boot_failures = 0
+        self._signal_r, self._signal_w = os.pipe()
+        os.set_blocking(self._signal_r, False)
+        os.set_blocking(self._signal_w, False)
+        # Workers read this pipe: end-of-file means the arbiter is gone.
+        self._alive_r, self._alive_w = os.pipe()
+
+    def _bind(self) -> list[socket.socket]:
+        listeners: list[socket.socket] = []
+        try:
+            for spec in self.config.binds:
+                listeners.append(
+                    open_listener(
+                        parse_bind(spec),
+                        backlog=self.config.backlog,
+                        unix_mode=self.config.unix_socket_mode,
+                    )
+                )
+        except BaseException:
+            for listener in listeners:
+                close_listener(listener)
+            raise
+        return listeners
+
+    @property
+    def addresses(self) -> list[str]:
+        return [listener_address(listener) for listener in self.listeners]
+
+    # -- the arbiter's loop --------------------------------------------------------------
+
+    def run(self) -> int:
+        """Serve until SIGTERM/SIGINT; returns the exit code (1 if workers cannot boot)."""
+        previous = {
+            signum: signal.signal(signum, self._on_signal)
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD)
+        }
+        code = 0
+        try:
+            log.info(
+                "serving on %s with %d worker processes",
+                ", ".join(self.addresses),
+                self.config.workers,
+            )
+            for _ in range(self.config.workers):
+                self._spawn()
+            while not self._stopping:
+                self._wait_for_signal(None)
+                self._reap()
+                if self._boot_failures >= MAX_BOOT_FAILURES:
+                    log.error("workers keep dying at start; giving up")
+                    code = 1
+                    break
+                while not self._stopping and len(self.workers) < self.config.workers:
+                    self._spawn()
+        finally:
+            self._stop_workers()
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            for listener in self.listeners:
+                close_listener(listener)
+            for fd in (self._signal_r, self._signal_w, self._alive_r, self._alive_w):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        return code
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if signum in (signal.SIGTERM, signal.SIGINT):
+            if self._stopping:
+                # A second signal: no more grace.
+                for pid in list(self.workers):
+                    _kill(pid, signal.SIGKILL)
+            else:
+                log.info("received %s, stopping the workers", signal.Signals(signum).name)
+            self._stopping = True
+        try:
+            os.write(self._signal_w, b"x")
+        except OSError:
+            pass
+
+    def _wait_for_signal(self, timeout: float | None) -> None:
+        try:
+            select.select([self._signal_r], [], [], timeout)
+            while os.read(self._signal_r, 512):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+
+    def _reap(self) -> None:
+        """Collect exited workers; count the ones that died while booting."""
+        while self.workers:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                self.workers.clear()
+                return
+            if pid == 0:
+                return
+            started = self.workers.pop(pid, None)
+            if started is None:
+                continue
+            if not self._stopping:
+                code = os.waitstatus_to_exitcode(status)
+                log.warning("worker %d exited (%s); starting another", pid, _describe(code))
+                if time.monotonic() - started < BOOT_SECONDS:
+                    self._boot_failures += 1
+                    # Don't spin if the app cannot start.
+                    time.sleep(min(0.1 * 2**self._boot_failures, 2.0))
+                else:
+                    self._boot_failures = 0
+
+    def _stop_workers(self) -> None:
+        for pid in self.workers:
+            _kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.config.graceful_timeout + KILL_MARGIN
+        while self.workers and time.monotonic() < deadline:
+            self._wait_for_signal(min(deadline - time.monotonic(), 0.5))
+            self._reap()
+        for pid in list(self.workers):
+            log.warning("worker %d did not stop in time; killing it", pid)
+            _kill(pid, signal.SIGKILL)
+        while self.workers:
+            try:
+                pid, _ = os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+            self.workers.pop(pid, None)
+
+    # -- a worker ------------------------------------------------------------------------
+
+    def _spawn(self) -> None:
+        pid = os.fork()
+        if pid:
+            self.workers[pid] = time.monotonic()
+            return
+        code = 1
+        try:
+            code = self._worker()
+        except BaseException:
+            log.exception("worker %d failed", os.getpid())
+        finally:
+            os._exit(code)
+
+    def _worker(self) -> int:
+        """In the child: serve the inherited sockets until told to stop."""
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+            signal.signal(signum, signal.SIG_DFL)
+        os.close(self._signal_r)
+        os.close(self._signal_w)
+        os.close(self._alive_w)  # only the arbiter holds the write end
+        server = WSGIServer(self.app, self.config, self.handler_class, sockets=list(self.listeners))
+
+        def stop(signum: int, frame: FrameType | None) -> None:
+            if server.stopping:
+                # A second signal: stop waiting for requests in flight.
+                raise KeyboardInterrupt
+            server.request_shutdown()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        threading.Thread(
+            target=self._watch_arbiter, args=(server,), name="wsgibridge-arbiter-watch", daemon=True
+        ).start()
+        try:
+            server.serve_forever()
+            server.server_close()
+        except KeyboardInterrupt:
+            server.server_close(timeout=0)
+        return 0
+
+    def _watch_arbiter(self, server: WSGIServer) -> None:
+        """Stop the worker when the arbiter dies (its end of the pipe closes)."""
+        try:
+            while os.read(self._alive_r, 1):
+                pass
+        except OSError:
+            pass
+        if not server.stopping:
+            log.warning("the arbiter is gone; worker %d stopping", os.getpid())
+            server.request_shutdown()
+
+
+def _kill(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except OSError as exc:
+        if exc.errno != errno.ESRCH:
+            raise
+
+
+def _describe(code: int) -> str:
+    if code < 0:
+        return f"killed by {signal.Signals(-code).name}"
+    return f"exit code {code}"
+
+
+def serve_prefork(
+    app: WSGIApp,
+    config: Config,
+    handler_class: type[WSGIRequestHandler] = WSGIRequestHandler,
+    **kwargs: Any,
+) -> int:
+    """Run an :class:`Arbiter` in the main thread; returns its exit code."""
+    if threading.current_thread() is not threading.main_thread():
+        raise RuntimeError("workers > 1 needs the main thread (signals and fork)")
+    return Arbiter(app, config, handler_class, **kwargs).run()
