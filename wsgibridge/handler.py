@@ -35,7 +35,7 @@ from .body import ChunkedInput, ContentLengthInput, InputStream
 from .environ import build_environ
 from .errors import HTTPError, PayloadTooLarge
 from .parser import RequestHead, take_head
-from .proxy import MAX_PROXY_LINE, apply_forwarded, parse_proxy_v1
+from .proxy import apply_forwarded
 from .reader import SocketReader
 from .response import ResponseWriter, http_date, validate_headers
 from .tls import tls_environ
@@ -117,17 +117,12 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
         # For TLS, bytes already decrypted but not read are invisible to poll().
         self._pending: Any = getattr(sock, "pending", None)
         self.server_name, self.server_port = self.server.local_address(sock)
-        # With --proxy-protocol, a trusted peer (the proxy) must start with a
-        # PROXY line naming the real client; nobody else may.
-        self.expect_proxy_line = config.proxy_protocol and self._peer_is_trusted()
+        # The proxy's own address when a PROXY protocol line named the client
+        # (``client_address``); set by the server.
         self.proxy_peer: Any = None
         # TLS facts (HTTPS, SSL_CLIENT_CERT …) are the same for every request.
         self.tls_environ = tls_environ(sock) if isinstance(sock, ssl.SSLSocket) else {}
-
-    def _peer_is_trusted(self) -> bool:
-        peer = self.client_address
-        address = str(peer[0]) if isinstance(peer, tuple) else ""
-        return address in self.server.trusted_proxies
+        self._begin_request()
 
     # -- the connection loop ----------------------------------------------------------
 
@@ -149,9 +144,12 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     def ready(self, timeout: float) -> bool:
-        """True if bytes can be read without blocking, waiting at most ``timeout`` seconds."""
-        if self.rfile.buffered() or (self._pending is not None and self._pending()):
-            return True
+        """True if the socket has bytes to read, waiting at most ``timeout`` seconds.
+
+        Bytes already in ``rfile`` don't count: the caller has looked at them.
+        """
+        if self._pending is not None and self._pending():
+            return True  # TLS bytes already decrypted are invisible to poll()
         return bool(self._poll.poll(timeout * 1000))
 
     def deadline(self) -> float:
@@ -174,11 +172,7 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
         reader = self.rfile
         limits = self.server.limits
         while True:
-            if self.expect_proxy_line:
-                head = None
-                self._take_proxy_line()
-            else:
-                head = take_head(reader, limits)
+            head = take_head(reader, limits)
             if head is not None:
                 return head
             if reader.eof:
@@ -191,30 +185,14 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
                 self._head_started = time.monotonic()
             reader.fill()
 
-    def _take_proxy_line(self) -> None:
-        """Consume the PROXY protocol v1 line if it has arrived; the client is who it names."""
-        buffer = self.rfile.peek()
-        end = buffer.find(b"\n", 0, MAX_PROXY_LINE)
-        if end < 0:
-            if len(buffer) >= MAX_PROXY_LINE or (self.rfile.eof and buffer):
-                parse_proxy_v1(buffer[: MAX_PROXY_LINE + 1])  # raises the right error
-            return
-        header = parse_proxy_v1(buffer[: end + 1])
-        self.rfile.consume(end + 1)
-        self.expect_proxy_line = False
-        if header.source is not None and header.source_port is not None:
-            # "the receiver ... MUST use the information from the PROXY header
-            # as the connection's source" (haproxy proxy-protocol.txt §2.1).
-            self.proxy_peer = self.client_address
-            self.client_address = (header.source, header.source_port)
-
-    def handle_one_request(self) -> None:
-        """Read one request, run the app, send the response (the whole lifecycle)."""
+    def _begin_request(self) -> None:
+        """Forget the previous request: every per-request attribute starts afresh."""
         self._start_time = time.perf_counter()
         self._status_code = 0
         self._body_bytes = 0
         self._writer: ResponseWriter | None = None
         self._environ: dict[str, Any] | None = None
+        self._error_headers: list[tuple[str, str]] = []
         self._header_message: HTTPMessage | None = None
         self.head: RequestHead | None = None
         self.raw_requestline = b""
@@ -222,6 +200,10 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
         self.request_version = self.default_request_version
         self.command = ""
         self.path = ""
+
+    def handle_one_request(self) -> None:
+        """Read one request, run the app, send the response (the whole lifecycle)."""
+        self._begin_request()
         try:
             head = self.read_head()
         except HTTPError as exc:
@@ -382,9 +364,10 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
             except (OSError, HTTPError):
                 keep_alive = False
         self.close_connection = not keep_alive
-        if not keep_alive and not writer.client_gone and (body.unread() or self.rfile.buffered()):
-            # The client may still be sending a body (or requests) we will not read.
-            self.linger_on_close = True
+        if not keep_alive and not writer.client_gone:
+            # Bytes we will never read (the rest of a body, pipelined requests)
+            # would make close() send a RST that can destroy this response.
+            self.linger_on_close = body.unread() or bool(self.rfile.buffered()) or self.ready(0)
         self.log_access()
 
     # -- the ResponseSink used by ResponseWriter -----------------------------------------
@@ -468,19 +451,18 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
         body = f"{status.value} {status.phrase}\n".encode("ascii")
         if message:
             body += message.encode("latin-1", "replace") + b"\n"
+        headers = [
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(body))),
+            *(validate_headers(extra_headers) if extra_headers else ()),
+            ("Connection", "close"),
+            ("Date", http_date()),
+            ("Server", ResponseWriter.server_software),
+        ]
+        self._error_headers = headers
         try:
             self.send_head(
-                status.value,
-                status.phrase,
-                [
-                    ("Content-Type", "text/plain; charset=utf-8"),
-                    ("Content-Length", str(len(body))),
-                    *(validate_headers(extra_headers) if extra_headers else ()),
-                    ("Connection", "close"),
-                    ("Date", http_date()),
-                    ("Server", ResponseWriter.server_software),
-                ],
-                b"" if self.command == "HEAD" else body,
+                status.value, status.phrase, headers, b"" if self.command == "HEAD" else body
             )
             self._body_bytes = 0 if self.command == "HEAD" else len(body)
         except OSError:
@@ -531,7 +513,7 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
             bytes_sent=self._body_bytes,
             duration=time.perf_counter() - self._start_time,
             request_headers=head.headers if head is not None else (),
-            response_headers=writer.sent_headers if writer is not None else (),
+            response_headers=writer.sent_headers if writer is not None else self._error_headers,
             timestamp=time.time(),
         )
         access_log.info("%s", server.access_format.render(record))

@@ -33,9 +33,9 @@ from typing import Any
 
 from .config import Config
 from .handler import WSGIRequestHandler
-from .listen import close_listener, listener_address, open_listener, parse_bind
+from .listen import close_listener, listener_address
 from .response import WSGIApp
-from .server import WSGIServer
+from .server import WSGIServer, open_listeners
 
 log = logging.getLogger("wsgibridge.server")
 
@@ -60,7 +60,7 @@ class Arbiter:
         self.app = app
         self.config = config
         self.handler_class = handler_class
-        self.listeners = sockets if sockets is not None else self._bind()
+        self.listeners = sockets if sockets is not None else open_listeners(config)
         self.workers: dict[int, float] = {}  # pid -> start time
         self._stopping = False
         self._boot_failures = 0
@@ -69,23 +69,6 @@ class Arbiter:
         os.set_blocking(self._signal_w, False)
         # Workers read this pipe: end-of-file means the arbiter is gone.
         self._alive_r, self._alive_w = os.pipe()
-
-    def _bind(self) -> list[socket.socket]:
-        listeners: list[socket.socket] = []
-        try:
-            for spec in self.config.binds:
-                listeners.append(
-                    open_listener(
-                        parse_bind(spec),
-                        backlog=self.config.backlog,
-                        unix_mode=self.config.unix_socket_mode,
-                    )
-                )
-        except BaseException:
-            for listener in listeners:
-                close_listener(listener)
-            raise
-        return listeners
 
     @property
     def addresses(self) -> list[str]:
@@ -121,8 +104,6 @@ class Arbiter:
             self._stop_workers()
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
-            for listener in self.listeners:
-                close_listener(listener)
             for fd in (self._signal_r, self._signal_w, self._alive_r, self._alive_w):
                 try:
                     os.close(fd)
@@ -137,8 +118,8 @@ class Arbiter:
                 for pid in list(self.workers):
                     _kill(pid, signal.SIGKILL)
             else:
+                self._stopping = True
                 log.info("received %s, stopping the workers", signal.Signals(signum).name)
-            self._stopping = True
         try:
             os.write(self._signal_w, b"x")
         except OSError:
@@ -154,28 +135,35 @@ class Arbiter:
 
     def _reap(self) -> None:
         """Collect exited workers; count the ones that died while booting."""
+        booting_died = False
         while self.workers:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 self.workers.clear()
-                return
+                break
             if pid == 0:
-                return
+                break
             started = self.workers.pop(pid, None)
-            if started is None:
+            if started is None or self._stopping:
                 continue
-            if not self._stopping:
-                code = os.waitstatus_to_exitcode(status)
-                log.warning("worker %d exited (%s); starting another", pid, _describe(code))
-                if time.monotonic() - started < BOOT_SECONDS:
-                    self._boot_failures += 1
-                    # Don't spin if the app cannot start.
-                    time.sleep(min(0.1 * 2**self._boot_failures, 2.0))
-                else:
-                    self._boot_failures = 0
+            code = os.waitstatus_to_exitcode(status)
+            log.warning("worker %d exited (%s); starting another", pid, _describe(code))
+            if time.monotonic() - started < BOOT_SECONDS:
+                self._boot_failures += 1
+                booting_died = True
+            else:
+                self._boot_failures = 0
+        if booting_died and self._boot_failures < MAX_BOOT_FAILURES:
+            # Don't spin if the app cannot start (the delay is after the
+            # collection, so it cannot make a boot failure look like a boot).
+            time.sleep(min(0.1 * 2**self._boot_failures, 2.0))
 
     def _stop_workers(self) -> None:
+        # Our copies of the listeners go first: once the workers close theirs,
+        # new clients are refused instead of queueing where nobody accepts.
+        for listener in self.listeners:
+            close_listener(listener)
         for pid in self.workers:
             _kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + self.config.graceful_timeout + KILL_MARGIN

@@ -381,10 +381,12 @@ class ResponseWriter:
             and self._will_close(known_length is not None)
         ):
             self.keep_alive = False
-        if self.http11:
-            if not self.keep_alive:
-                out.append(("Connection", "close"))
-        elif self.keep_alive:
+        # RFC 9112 §9.6: a server that closes after this response "SHOULD send
+        # a "close" connection option"; said to HTTP/1.0 clients too, because
+        # a proxy that pools connections may not infer it from the version.
+        if not self.keep_alive:
+            out.append(("Connection", "close"))
+        elif not self.http11:
             out.append(("Connection", "keep-alive"))
         if not has_date:
             out.append(("Date", http_date()))

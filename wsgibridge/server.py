@@ -52,10 +52,17 @@ from typing import Any
 
 from .accesslog import AccessLogFormat
 from .config import Config
+from .errors import HTTPError, IncompleteMessage
 from .handler import WSGIRequestHandler
-from .listen import close_listener, listener_address, open_listener, parse_bind
+from .listen import (
+    close_listener,
+    listener_address,
+    open_listener,
+    parse_bind,
+    systemd_listeners,
+)
 from .pool import WorkerPool
-from .proxy import TrustedProxies
+from .proxy import MAX_PROXY_LINE, TrustedProxies, parse_proxy_v1
 from .response import WSGIApp
 from .tls import answer_plain_http, handshake, looks_like_plain_http, make_ssl_context
 
@@ -67,35 +74,60 @@ log = logging.getLogger("wsgibridge.server")
 LINGER_FOR_NEXT_REQUEST = 0.002
 # After a refusal (or a body we would not read), how long and how much of
 # the client's remaining upload is read and discarded before closing, so the
-# kernel does not answer those bytes with a RST that destroys our response.
-CLOSE_LINGER_SECONDS = 2.0
-CLOSE_LINGER_BYTES = 1024 * 1024
+# kernel does not answer those bytes with a RST that destroys our response
+# (nginx's lingering_close; a proxy in front may be mid-way through a large
+# buffered upload).  Read in slices, so one fast sender cannot hog the reactor.
+CLOSE_LINGER_SECONDS = 5.0
+CLOSE_LINGER_BYTES = 64 * 1024 * 1024
+LINGER_SLICE = 256 * 1024
+# After the sockets of requests still running past the graceful timeout are
+# shut down, how long their threads get to notice before stop returns.
+THREAD_MARGIN = 0.1
 # New connections accepted per readiness event of a listener (fairness).
 ACCEPT_BATCH = 64
 # Pause before accepting again when the process is out of file descriptors.
 ACCEPT_BACKOFF = 0.1
 
 ACTIVE, PARKED, LINGERING, CLOSED = "active", "parked", "lingering", "closed"
+# Attempts of _open on the bytes at hand before the connection is parked.
+OPEN_STEPS = 8
+
+
+def _readable(sock: socket.socket, timeout: float) -> bool:
+    """True if ``sock`` has bytes (or TLS bytes already decrypted) within ``timeout`` s."""
+    pending = getattr(sock, "pending", None)
+    if pending is not None and pending():
+        return True
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(timeout * 1000))
 
 
 class _Conn:
     """The server's record of one connection (the handler holds the HTTP state)."""
 
     __slots__ = (
+        "accepted_at",
         "address",
         "fd",
         "generation",
         "handler",
         "linger_bytes",
+        "proxy_line",
+        "proxy_peer",
         "registered",
         "sock",
         "state",
     )
 
-    def __init__(self, sock: socket.socket, address: Any) -> None:
+    def __init__(self, sock: socket.socket, address: Any, expect_proxy_line: bool) -> None:
         self.sock = sock
         self.fd = sock.fileno()
         self.address = address
+        self.accepted_at = time.monotonic()
+        # The PROXY line received so far; None when none is expected (any more).
+        self.proxy_line: bytes | None = b"" if expect_proxy_line else None
+        self.proxy_peer: Any = None  # the proxy's own address, once a PROXY line named the client
         self.handler: WSGIRequestHandler | None = None
         self.state = ACTIVE
         self.generation = 0  # bumped on every park, so a stale deadline is ignored
@@ -143,8 +175,14 @@ class _Poller:
             if conn.registered:
                 self._epoll.modify(conn.fd, events)
             else:
-                self._epoll.register(conn.fd, events)
+                # Marked first: the event can fire, and the reactor re-arm the
+                # connection, before register() has even returned here.
                 conn.registered = True
+                try:
+                    self._epoll.register(conn.fd, events)
+                except BaseException:
+                    conn.registered = False
+                    raise
             return
         with self._lock:
             self._pending.append((conn.fd, True))
@@ -231,57 +269,39 @@ class WSGIServer:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self.listeners: list[socket.socket] = []
         try:
-            if sockets is not None:
-                self.listeners = list(sockets)
-            else:
-                for spec in config.binds:
-                    self.listeners.append(
-                        open_listener(
-                            parse_bind(spec),
-                            backlog=config.backlog,
-                            unix_mode=config.unix_socket_mode,
-                            reuse_port=config.workers > 1,
-                        )
-                    )
+            self.listeners = list(sockets) if sockets is not None else open_listeners(config)
         except BaseException:
-            self._close_listeners()
             self._wake_r.close()
             self._wake_w.close()
             raise
         for listener in self.listeners:
             listener.setblocking(False)
+        # Remembered now: they stay true after the listeners close.
+        self.addresses = [listener_address(listener) for listener in self.listeners]
+        tcp = [
+            listener.getsockname()[:2]
+            for listener in self.listeners
+            if listener.family in (socket.AF_INET, socket.AF_INET6)
+        ]
+        self.host: str = str(tcp[0][0]) if tcp else ""
+        self.port: int = int(tcp[0][1]) if tcp else 0
         self._listener_fds = {listener.fileno(): listener for listener in self.listeners}
+        self._listener_lock = threading.RLock()  # re-entered by a signal handler
         self._poller = _Poller(self._wake)
         self._pool = WorkerPool(config.threads)
 
     # -- facts -----------------------------------------------------------------------
 
     @property
-    def addresses(self) -> list[str]:
-        """Every listening address, as ``127.0.0.1:8000``, ``[::1]:8000`` or ``unix:/path``."""
-        return [listener_address(listener) for listener in self.listeners]
+    def server_name(self) -> str:
+        """socketserver's name for :attr:`host`."""
+        return self.host
 
     @property
-    def host(self) -> str:
-        """The first TCP listener's host (``""`` if there is none)."""
-        for listener in self.listeners:
-            if listener.family in (socket.AF_INET, socket.AF_INET6):
-                return str(listener.getsockname()[0])
-        return ""
-
-    @property
-    def port(self) -> int:
-        """The first TCP listener's port (0 if there is none)."""
-        for listener in self.listeners:
-            if listener.family in (socket.AF_INET, socket.AF_INET6):
-                return int(listener.getsockname()[1])
-        return 0
-
-    # socketserver's names, for code written against http.server.
-    server_name = host
-    server_port = port
+    def server_port(self) -> int:
+        """socketserver's name for :attr:`port`."""
+        return self.port
 
     @property
     def url(self) -> str:
@@ -346,7 +366,7 @@ class WSGIServer:
                             self._discard(conn)
                 self._run_timers()
         finally:
-            self._stop_accepting()
+            self._close_listeners()
             self._close_idle()
             self._loop_done.set()
 
@@ -416,7 +436,11 @@ class WSGIServer:
                     self._resume_accepting_at = time.monotonic() + ACCEPT_BACKOFF
                 # Otherwise the client gave up before we accepted (ECONNABORTED …).
                 return
-            conn = _Conn(sock, address)
+            # With --proxy-protocol, a trusted peer (the proxy) must start with a
+            # PROXY line naming the real client; nobody else may.
+            peer = str(address[0]) if isinstance(address, tuple) else ""
+            proxied = self.config.proxy_protocol and peer in self.trusted_proxies
+            conn = _Conn(sock, address, proxied)
             self._conns[conn.fd] = conn
             self._pool.submit(self._serve, conn)
 
@@ -441,10 +465,10 @@ class WSGIServer:
         handler = conn.handler
         try:
             if handler is None:
-                handler = conn.handler = self._open(conn)
+                handler = self._open(conn)
                 if handler is None:
-                    self._close(conn)
-                    return
+                    return  # parked until more bytes arrive, or closed
+                conn.handler = handler
             handler.handle()
         except Exception:
             log.exception("unexpected error serving %s", conn.address)
@@ -455,24 +479,109 @@ class WSGIServer:
         else:
             self._park(conn, handler.deadline())
 
+    # -- before HTTP: the PROXY line and the TLS handshake ---------------------------------
+
     def _open(self, conn: _Conn) -> WSGIRequestHandler | None:
-        """The handler for a new connection, after the TLS handshake if any."""
-        sock: socket.socket = conn.sock
-        if self.ssl_context is not None:
+        """Take a new connection through its PROXY line and TLS handshake; then its handler.
+
+        Only as far as the bytes that have arrived allow, never blocking on the
+        client: without the bytes it needs, the connection is parked (holding
+        no thread) until more arrive or ``header_timeout`` after the accept.
+        Returns None when it parked or closed the connection.
+        """
+        deadline = conn.accepted_at + self.config.header_timeout
+        for _ in range(OPEN_STEPS):
             try:
-                sock = self.ssl_context.wrap_socket(
-                    sock, server_side=True, do_handshake_on_connect=False
+                done = (conn.proxy_line is None or self._take_proxy_line(conn)) and (
+                    self.ssl_context is None or self._tls_step(conn, deadline)
                 )
-                conn.sock = sock
-                handshake(sock, self.config.header_timeout)
-            except (OSError, ValueError) as exc:
-                if isinstance(sock, ssl.SSLSocket) and looks_like_plain_http(exc):
-                    log.info("%s sent plain HTTP to the TLS port", conn.address)
-                    answer_plain_http(sock)
-                else:
-                    log.info("TLS handshake with %s failed: %s", conn.address, exc)
+            except HTTPError as exc:
+                log.warning("%s: %d %s (%s)", conn.address, exc.status, exc.status.phrase, exc)
+                self._refuse(conn, exc)
                 return None
-        return self.handler_class(sock, conn.address, self)
+            except (OSError, ValueError) as exc:
+                self._tls_failed(conn, exc)
+                return None
+            if done:
+                handler = self.handler_class(conn.sock, conn.address, self)
+                handler.proxy_peer = conn.proxy_peer
+                return handler
+            if not _readable(conn.sock, self.linger_time()):
+                break
+        self._park(conn, deadline)
+        return None
+
+    def _take_proxy_line(self, conn: _Conn) -> bool:
+        """Consume the PROXY protocol v1 line, byte-exact (nothing after it is read).
+
+        True once it is complete: the client is then the address it names.
+        """
+        assert conn.proxy_line is not None
+        sock = conn.sock
+        try:
+            data = sock.recv(MAX_PROXY_LINE, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return False
+        if not data:
+            raise IncompleteMessage("the connection closed before its PROXY line")
+        end = data.find(b"\n")
+        # Everything before the first LF belongs to the line, so it may be taken
+        # even if the line is not complete yet; the request after it is left
+        # in the kernel for the handler (or the TLS layer) to read.
+        line = conn.proxy_line + sock.recv(len(data) if end < 0 else end + 1)
+        if end < 0:
+            conn.proxy_line = line
+            if len(line) >= MAX_PROXY_LINE:
+                parse_proxy_v1(line)  # raises: no CRLF within the 107 bytes
+            return False
+        header = parse_proxy_v1(line)
+        conn.proxy_line = None
+        if header.source is not None and header.source_port is not None:
+            # "the receiver ... MUST use the information from the PROXY header
+            # as the connection's source" (haproxy proxy-protocol.txt, 2.1).
+            conn.proxy_peer = conn.address
+            conn.address = (header.source, header.source_port)
+        return True
+
+    def _tls_step(self, conn: _Conn, deadline: float) -> bool:
+        """Advance the TLS handshake with the bytes that have arrived; True once it is done."""
+        assert self.ssl_context is not None
+        sock = conn.sock
+        if not isinstance(sock, ssl.SSLSocket):
+            sock = self.ssl_context.wrap_socket(
+                sock, server_side=True, do_handshake_on_connect=False
+            )
+            conn.sock = sock
+        sock.setblocking(False)
+        try:
+            sock.do_handshake()
+        except ssl.SSLWantReadError:
+            return False  # OpenSSL read all there was: waiting for the client
+        except ssl.SSLWantWriteError:
+            # Our side cannot send (a full socket buffer): finish blocking, under
+            # what is left of the deadline.
+            handshake(sock, max(deadline - time.monotonic(), 0.0))
+        return True
+
+    def _tls_failed(self, conn: _Conn, exc: BaseException) -> None:
+        sock = conn.sock
+        if isinstance(sock, ssl.SSLSocket) and looks_like_plain_http(exc):
+            log.info("%s sent plain HTTP to the TLS port", conn.address)
+            sock.setblocking(True)
+            answer_plain_http(sock)
+        else:
+            log.info("TLS handshake with %s failed: %s", conn.address, exc)
+        self._close(conn)
+
+    def _refuse(self, conn: _Conn, exc: HTTPError) -> None:
+        """Answer a bad PROXY line with its 4xx (in clear text only) and close."""
+        if self.ssl_context is None:
+            handler = self.handler_class(conn.sock, conn.address, self)
+            conn.handler = handler
+            handler.reject(exc)
+            self._close(conn, linger=True)
+        else:
+            self._close(conn)
 
     def _park(self, conn: _Conn, deadline: float) -> None:
         conn.generation += 1
@@ -526,22 +635,29 @@ class WSGIServer:
                 self._add_timer(time.monotonic() + CLOSE_LINGER_SECONDS, conn)
                 try:
                     self._poller.arm(conn)
-                    return
                 except (OSError, ValueError):
                     pass
+                else:
+                    if not self._stopping.is_set():
+                        return
+                    # The reactor may have stopped (and closed the lingering
+                    # ones) before this one became LINGERING: close it here.
         self._forget(conn)
 
     def _discard(self, conn: _Conn) -> None:
         """Read and drop what a lingering client still sends (in the reactor)."""
         try:
-            while conn.linger_bytes < CLOSE_LINGER_BYTES:
+            stop_at = min(conn.linger_bytes + LINGER_SLICE, CLOSE_LINGER_BYTES)
+            while conn.linger_bytes < stop_at:
                 data = conn.sock.recv(65536)
                 if not data:
-                    break
+                    self._forget(conn)  # the client is done: close
+                    return
                 conn.linger_bytes += len(data)
-            else:
+            if conn.linger_bytes >= CLOSE_LINGER_BYTES:
                 self._forget(conn)
                 return
+            raise BlockingIOError  # a slice read: let the others have a turn
         except (BlockingIOError, InterruptedError):
             try:
                 self._poller.arm(conn)
@@ -553,15 +669,16 @@ class WSGIServer:
         self._forget(conn)
 
     def _forget(self, conn: _Conn) -> None:
-        if conn.state == CLOSED:
-            return
-        conn.state = CLOSED
-        if conn.registered:
-            self._poller.remove(conn.fd)
+        """Close and drop a connection; safe to call twice, from two threads."""
         with self._lock:
+            if conn.state == CLOSED:
+                return
+            conn.state = CLOSED
             if self._conns.get(conn.fd) is conn:
                 del self._conns[conn.fd]
             self._lock.notify_all()
+        if conn.registered:
+            self._poller.remove(conn.fd)
         try:
             conn.sock.close()
         except OSError:
@@ -583,8 +700,13 @@ class WSGIServer:
     # -- stopping --------------------------------------------------------------------
 
     def request_shutdown(self) -> None:
-        """Ask the server to stop, without waiting (safe from a signal handler)."""
+        """Ask the server to stop, without waiting (safe from a signal handler).
+
+        The listeners close here and now, so that from this moment new clients
+        are refused, even before the reactor or a worker notices the stop.
+        """
         self._stopping.set()
+        self._close_listeners()
         self._wake()
 
     def shutdown(self) -> None:
@@ -616,7 +738,13 @@ class WSGIServer:
                 conn.sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-        self._pool.stop(timeout=max(deadline - time.monotonic(), 0.0) + 1.0)
+        # Threads blocked on those sockets return at once; one stuck in the
+        # app is left behind (a daemon thread) after a short last wait.
+        self._pool.stop(timeout=max(deadline - time.monotonic(), 0.0) + THREAD_MARGIN)
+        for conn in list(self._conns.values()):
+            # Whatever is left is closed, never leaked (a thread still stuck in the
+            # app gets EBADF from the closed socket object, not someone else's fd).
+            self._forget(conn)
         self._close_listeners()
         self._poller.close()
         self._wake_r.close()
@@ -627,17 +755,50 @@ class WSGIServer:
         self.server_close(timeout)
 
     def _close_listeners(self) -> None:
-        for listener in self.listeners:
-            try:
-                close_listener(listener)
-            except OSError:
-                pass
+        """Stop listening, once: out of the poller first, then closed (unix files unlinked)."""
+        with self._listener_lock:
+            listeners, self._listener_fds = self._listener_fds, {}
+            for fd in listeners:
+                self._poller.remove(fd)
+            for listener in listeners.values():
+                try:
+                    close_listener(listener)
+                except OSError:
+                    pass
 
     def __enter__(self) -> WSGIServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.server_close()
+
+
+def open_listeners(config: Config) -> list[socket.socket]:
+    """The listening sockets for ``config``: systemd's, if it passed us some, else ``binds``.
+
+    With socket activation (``LISTEN_FDS``/``LISTEN_PID`` naming this
+    process) the sockets systemd opened are served and ``bind``/``host``/
+    ``port`` are ignored.
+    """
+    activated = systemd_listeners()
+    if activated:
+        log.info("serving the %d socket(s) passed by systemd", len(activated))
+        return activated
+    listeners: list[socket.socket] = []
+    try:
+        for spec in config.binds:
+            listeners.append(
+                open_listener(
+                    parse_bind(spec),
+                    backlog=config.backlog,
+                    unix_mode=config.unix_socket_mode,
+                )
+            )
+    except BaseException:
+        for listener in listeners:
+            close_listener(listener)
+        raise
+    return listeners
 
 
 def make_server(
@@ -702,8 +863,8 @@ def serve(
     def on_signal(signum: int, frame: FrameType | None) -> None:
         if server.stopping:
             raise KeyboardInterrupt
+        server.request_shutdown()  # first, so a second signal is seen as the second
         log.info("received %s, stopping", signal.Signals(signum).name)
-        server.request_shutdown()
 
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGINT, signal.SIGTERM):
