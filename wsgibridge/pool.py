@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +22,24 @@ from typing import Any
 log = logging.getLogger("wsgibridge.server")
 
 Job = tuple[Callable[[Any], None], Any]
+
+
+_ASYNC_SIGNALS = {
+    getattr(signal, name)
+    for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGCHLD")
+    if hasattr(signal, name)
+}
+
+
+def _block_signals() -> set[int] | None:
+    if not hasattr(signal, "pthread_sigmask"):
+        return None
+    return set(signal.pthread_sigmask(signal.SIG_BLOCK, _ASYNC_SIGNALS))
+
+
+def _restore_signals(previous: set[int] | None) -> None:
+    if previous is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 class WorkerPool:
@@ -38,16 +57,26 @@ class WorkerPool:
         self._stopped = False
 
     def start(self) -> None:
-        """Start the threads (once)."""
+        """Start the threads (once), with the asynchronous signals blocked in them.
+
+        A thread inherits its creator's signal mask.  With these signals
+        blocked in the workers, the kernel delivers SIGINT, SIGTERM … to a
+        thread that can act on them (Python runs handlers in the main thread),
+        so a wait there is interrupted at once instead of whenever it ends.
+        """
         with self._lock:
             if self._threads or self._stopped:
                 return
-            for number in range(1, self.size + 1):
-                thread = threading.Thread(
-                    target=self._work, name=f"{self.name}-{number}", daemon=True
-                )
-                thread.start()
-                self._threads.append(thread)
+            masked = _block_signals()
+            try:
+                for number in range(1, self.size + 1):
+                    thread = threading.Thread(
+                        target=self._work, name=f"{self.name}-{number}", daemon=True
+                    )
+                    thread.start()
+                    self._threads.append(thread)
+            finally:
+                _restore_signals(masked)
 
     def submit(self, function: Callable[[Any], None], argument: Any) -> None:
         """Run ``function(argument)`` on the next free worker."""

@@ -206,20 +206,21 @@ class Arbiter:
 
         def stop(signum: int, frame: FrameType | None) -> None:
             if server.stopping:
-                # A second signal: stop waiting for requests in flight.
-                raise KeyboardInterrupt
-            server.request_shutdown()
+                server.cut_short()  # a second signal: stop waiting for requests in flight
+            else:
+                server.request_shutdown()
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
+        signal.set_wakeup_fd(server.wakeup_fd, warn_on_full_buffer=False)
         threading.Thread(
             target=self._watch_arbiter, args=(server,), name="wsgibridge-arbiter-watch", daemon=True
         ).start()
         try:
             server.serve_forever()
-            server.server_close()
-        except KeyboardInterrupt:
-            server.server_close(timeout=0)
+        finally:
+            signal.set_wakeup_fd(-1)  # before server_close closes that socket
+        server.server_close()
         return 0
 
     def _watch_arbiter(self, server: WSGIServer) -> None:

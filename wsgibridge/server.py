@@ -83,6 +83,8 @@ LINGER_SLICE = 256 * 1024
 # After the sockets of requests still running past the graceful timeout are
 # shut down, how long their threads get to notice before stop returns.
 THREAD_MARGIN = 0.1
+# How soon the main thread notices a signal while it waits for requests in flight.
+SIGNAL_LATENCY = 0.05
 # New connections accepted per readiness event of a listener (fairness).
 ACCEPT_BATCH = 64
 # Pause before accepting again when the process is out of file descriptors.
@@ -255,10 +257,15 @@ class WSGIServer:
         self.url_scheme = config.url_scheme or ("https" if ssl_context else "http")
         self.trusted_proxies = TrustedProxies(config.forwarded_allow_ips)
         self.access_format = AccessLogFormat(config.access_log_format)
-        self._stopping = threading.Event()
+        # A plain flag, not an Event: it is set from signal handlers, which
+        # must take no lock (the interrupted code may hold it).
+        self._stopping = False
         self._loop_done = threading.Event()
         self._loop_done.set()
-        self._closed = False
+        self._loop_thread: int | None = None
+        self._closed = False  # released for good (set at the end of server_close)
+        self._cut_at = float("inf")  # when server_close stops waiting for requests
+        self._cut = False  # cut_short(): stop waiting now
         self._lock = threading.Condition()
         self._conns: dict[int, _Conn] = {}
         self._timers: list[tuple[float, int, int, _Conn]] = []
@@ -312,8 +319,13 @@ class WSGIServer:
         return f"{self.url_scheme}://{host}:{self.port}/"
 
     @property
+    def wakeup_fd(self) -> int:
+        """A descriptor whose writes wake the reactor (for ``signal.set_wakeup_fd``)."""
+        return self._wake_w.fileno()
+
+    @property
     def stopping(self) -> bool:
-        return self._stopping.is_set()
+        return self._stopping
 
     def local_address(self, sock: socket.socket) -> tuple[str, str]:
         """(SERVER_NAME, SERVER_PORT) for a connection: the address it came in on."""
@@ -324,7 +336,7 @@ class WSGIServer:
 
     def linger_time(self) -> float:
         """How long a worker may wait on its connection for the next bytes (0: don't)."""
-        if self._stopping.is_set() or self._pool.has_waiting_work():
+        if self._stopping or self._pool.has_waiting_work():
             return 0.0
         return LINGER_FOR_NEXT_REQUEST
 
@@ -336,9 +348,10 @@ class WSGIServer:
 
     def serve_forever(self, poll_interval: float = 0.5) -> None:
         """Accept and dispatch connections until :meth:`shutdown` (``poll_interval`` is unused)."""
-        if self._closed or self._stopping.is_set():
+        if self._closed or self._stopping:
             return
         self._loop_done.clear()
+        self._loop_thread = threading.get_ident()
         try:
             self._pool.start()
             poller = self._poller
@@ -347,28 +360,36 @@ class WSGIServer:
             for fd in self._listener_fds:
                 poller.add_listener(fd)
             conns = self._conns
-            while not self._stopping.is_set():
+            while not self._stopping:
                 timeout = self._until_next_timer()
                 for fd, _ in poller.poll(timeout):
-                    if fd == wake_fd:
-                        self._drain_wake()
-                    elif fd in self._listener_fds:
-                        self._accept(self._listener_fds[fd])
-                    else:
-                        conn = conns.get(fd)
-                        if conn is None:
-                            continue
-                        poller.disarm_fired(fd)
-                        if conn.state == PARKED:
-                            conn.state = ACTIVE
-                            self._pool.submit(self._serve, conn)
-                        elif conn.state == LINGERING:
-                            self._discard(conn)
+                    try:
+                        if fd == wake_fd:
+                            self._drain_wake()
+                        elif fd in self._listener_fds:
+                            self._accept(self._listener_fds[fd])
+                        else:
+                            conn = conns.get(fd)
+                            if conn is None:
+                                continue
+                            poller.disarm_fired(fd)
+                            if conn.state == PARKED:
+                                conn.state = ACTIVE
+                                self._pool.submit(self._serve, conn)
+                            elif conn.state == LINGERING:
+                                self._discard(conn)
+                    except Exception:
+                        # One connection's trouble must never stop the reactor.
+                        log.exception("unexpected error in the reactor (fd %d)", fd)
+                        self._drop(conns.get(fd))
                 self._run_timers()
         finally:
-            self._close_listeners()
-            self._close_idle()
-            self._loop_done.set()
+            try:
+                self._close_listeners()
+                self._close_idle()
+            finally:
+                self._loop_thread = None
+                self._loop_done.set()
 
     def _until_next_timer(self) -> float | None:
         timers = self._timers
@@ -388,10 +409,14 @@ class WSGIServer:
             _, _, generation, conn = heapq.heappop(timers)
             if conn.generation != generation:
                 continue  # parked again since, with a later deadline
-            if conn.state == PARKED:
-                self._expire(conn)
-            elif conn.state == LINGERING:
-                self._forget(conn)
+            try:
+                if conn.state == PARKED:
+                    self._expire(conn)
+                elif conn.state == LINGERING:
+                    self._forget(conn)
+            except Exception:
+                log.exception("unexpected error expiring the connection from %s", conn.address)
+                self._drop(conn)
         if not self._accepting and self._resume_accepting_at and now >= self._resume_accepting_at:
             self._resume_accepting_at = 0.0
             self._start_accepting()
@@ -451,7 +476,7 @@ class WSGIServer:
                 self._poller.remove(fd)
 
     def _start_accepting(self) -> None:
-        if not self._accepting and not self._stopping.is_set():
+        if not self._accepting and not self._stopping:
             self._accepting = True
             for fd in self._listener_fds:
                 try:
@@ -474,7 +499,7 @@ class WSGIServer:
             log.exception("unexpected error serving %s", conn.address)
             self._close(conn)
             return
-        if handler.close_connection or self._stopping.is_set():
+        if handler.close_connection or self._stopping:
             self._close(conn, linger=handler.linger_on_close)
         else:
             self._park(conn, handler.deadline())
@@ -591,7 +616,7 @@ class WSGIServer:
             self._poller.arm(conn)
         except (OSError, ValueError):
             self._close(conn)
-        if self._stopping.is_set() and conn.state == PARKED:
+        if self._stopping and conn.state == PARKED:
             # Parked while the reactor was closing the idle ones: close it here.
             conn.state = ACTIVE
             self._close(conn)
@@ -602,13 +627,14 @@ class WSGIServer:
         if handler is not None and handler.rfile.buffered():
             # Part of a request head arrived, the rest did not in time.
             log.info("%s: request head not complete in time; closing", conn.address)
+            answer = (
+                b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+            sock = conn.sock
             try:
-                conn.sock.send(
-                    b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n"
-                    b"Connection: close\r\n\r\n",
-                    socket.MSG_DONTWAIT,
-                )
-            except OSError:
+                sock.setblocking(False)  # the reactor never waits on a client
+                sock.send(answer)
+            except (OSError, ValueError):
                 pass
         conn.state = ACTIVE
         self._close(conn)
@@ -617,13 +643,17 @@ class WSGIServer:
 
     def _close(self, conn: _Conn, linger: bool = False) -> None:
         """Close a connection that no one else holds (a worker's, or the reactor's)."""
+        if self._stopping:
+            # Before a client can see its connection closed by the stop, the
+            # listeners are: reconnecting is refused, never left to hang.
+            self._close_listeners()
         handler = conn.handler
         if handler is not None:
             try:
                 handler.finish()
             except Exception:
                 log.exception("error finishing the connection from %s", conn.address)
-        if linger and not self._stopping.is_set():
+        if linger and not self._stopping:
             try:
                 conn.sock.shutdown(socket.SHUT_WR)
                 conn.sock.setblocking(False)
@@ -638,7 +668,7 @@ class WSGIServer:
                 except (OSError, ValueError):
                     pass
                 else:
-                    if not self._stopping.is_set():
+                    if not self._stopping:
                         return
                     # The reactor may have stopped (and closed the lingering
                     # ones) before this one became LINGERING: close it here.
@@ -690,6 +720,12 @@ class WSGIServer:
         ):
             self._start_accepting()
 
+    def _drop(self, conn: _Conn | None) -> None:
+        """Close a connection the reactor holds after an unexpected error on it."""
+        if conn is not None and conn.state in (PARKED, LINGERING):
+            conn.state = ACTIVE
+            self._forget(conn)
+
     def _close_idle(self) -> None:
         """Close every parked and lingering connection (the reactor, when it stops)."""
         for conn in list(self._conns.values()):
@@ -700,18 +736,32 @@ class WSGIServer:
     # -- stopping --------------------------------------------------------------------
 
     def request_shutdown(self) -> None:
-        """Ask the server to stop, without waiting (safe from a signal handler).
+        """Ask the server to stop, without waiting: safe from a signal handler.
 
-        The listeners close here and now, so that from this moment new clients
-        are refused, even before the reactor or a worker notices the stop.
+        It only sets a flag and wakes the reactor (no lock is taken: the code a
+        signal interrupts may hold one).  Whoever notices the stop first - the
+        reactor, or a worker about to close a connection because of it -
+        closes the listeners, so new clients are refused from then on.
         """
-        self._stopping.set()
-        self._close_listeners()
+        self._stopping = True
         self._wake()
+
+    def cut_short(self) -> None:
+        """Stop waiting for requests in flight (a second Ctrl-C): safe from a signal handler."""
+        self._cut = True  # a flag of its own: server_close may be assigning _cut_at
+        self._wake()
+        # Waking the thread waiting in server_close takes the condition's lock,
+        # which a signal handler must not: a short-lived thread does it.
+        threading.Thread(target=self._notify_waiters, name="wsgibridge-stop", daemon=True).start()
+
+    def _notify_waiters(self) -> None:
+        with self._lock:
+            self._lock.notify_all()
 
     def shutdown(self) -> None:
         """Stop the reactor and wait until ``serve_forever`` has returned."""
         self.request_shutdown()
+        self._close_listeners()
         self._loop_done.wait()
 
     def server_close(self, timeout: float | None = None) -> None:
@@ -722,15 +772,29 @@ class WSGIServer:
         """
         if self._closed:
             return
-        self._closed = True
         grace = self.config.graceful_timeout if timeout is None else timeout
-        deadline = time.monotonic() + grace
-        self.request_shutdown()
-        self._loop_done.wait()
-        self._close_idle()
         with self._lock:
-            while self._conns and time.monotonic() < deadline:
-                self._lock.wait(deadline - time.monotonic())
+            # A call with a shorter timeout (from another thread) cuts the wait
+            # of an earlier one short.
+            self._cut_at = min(self._cut_at, time.monotonic() + grace)
+            self._lock.notify_all()
+        self.request_shutdown()
+        self._close_listeners()
+        if self._loop_thread != threading.get_ident():
+            # (In the loop's own thread the loop is over: serve_forever was left,
+            # perhaps by an exception before it could say so.)
+            self._loop_done.wait()
+        self._close_idle()
+        # Python runs signal handlers in the main thread only when it executes
+        # bytecode; a signal arriving while it blocks in a lock would wait for
+        # the lock.  So the main thread waits in short slices (a second Ctrl-C
+        # is acted on within SIGNAL_LATENCY); completions still wake it at once.
+        slice_ = SIGNAL_LATENCY if threading.current_thread() is threading.main_thread() else None
+        with self._lock:
+            while self._conns and not self._cut and time.monotonic() < self._cut_at:
+                left = self._cut_at - time.monotonic()
+                self._lock.wait(left if slice_ is None else min(left, slice_))
+            deadline = time.monotonic() if self._cut else self._cut_at
             busy = list(self._conns.values())
         for conn in busy:
             # Past the grace period: wake the threads blocked on these sockets.
@@ -749,6 +813,7 @@ class WSGIServer:
         self._poller.close()
         self._wake_r.close()
         self._wake_w.close()
+        self._closed = True
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop gracefully and release everything: ``shutdown()`` then ``server_close()``."""
@@ -861,19 +926,32 @@ def serve(
     previous: dict[signal.Signals, Any] = {}
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
+        # No exception is raised and no lock taken here: raising KeyboardInterrupt
+        # into whatever the main thread was doing can leave a lock held forever.
         if server.stopping:
-            raise KeyboardInterrupt
-        server.request_shutdown()  # first, so a second signal is seen as the second
-        log.info("received %s, stopping", signal.Signals(signum).name)
+            server.cut_short()  # a second signal: stop waiting for requests in flight
+        else:
+            server.request_shutdown()
+            log.info("received %s, stopping", signal.Signals(signum).name)
 
+    previous_wakeup = None
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGINT, signal.SIGTERM):
             previous[signum] = signal.signal(signum, on_signal)
+        # Every signal also writes a byte to the reactor's wake-up socket, so
+        # the reactor returns to Python (and the handler runs) whichever thread
+        # the kernel delivered the signal to.
+        previous_wakeup = signal.set_wakeup_fd(server.wakeup_fd, warn_on_full_buffer=False)
     try:
         log.info("serving on %s", ", ".join(server.addresses))
         if ready is not None:
             ready(server)
-        server.serve_forever()
+        try:
+            server.serve_forever()
+        finally:
+            # Before server_close closes the socket that descriptor belongs to.
+            if previous_wakeup is not None:
+                signal.set_wakeup_fd(previous_wakeup)
         server.server_close()
     except KeyboardInterrupt:
         server.server_close(timeout=0)
