@@ -443,7 +443,10 @@ class WSGIServer:
 
     def _accept(self, listener: socket.socket) -> None:
         limit = self.config.connection_limit
-        for _ in range(ACCEPT_BATCH):
+        # Pre-forked workers share the listener: taking one connection per
+        # wake-up lets the others take theirs, instead of one process grabbing
+        # a whole burst of new clients.
+        for _ in range(1 if self.multiprocess else ACCEPT_BATCH):
             if len(self._conns) >= limit:
                 # Further clients wait in the kernel's backlog until one closes.
                 self._stop_accepting()
