@@ -886,13 +886,18 @@ def make_server(
     ``bind=("unix:/run/app.sock",)`` …).  Call ``serve_forever()`` to serve,
     then ``stop()`` (from another thread, or after ``shutdown()``).
     """
+    config = _config(config, host, port, options)
+    return WSGIServer(app, config, handler_class, sockets=sockets, ssl_context=ssl_context)
+
+
+def _config(config: Config | None, host: str | None, port: int | None, options: Any) -> Config:
+    """``config`` (or the defaults) with ``host``, ``port`` and other fields replaced."""
     if host is not None:
         options["host"] = host
     if port is not None:
         options["port"] = port
     base = config or Config()
-    config = base.replace(**options) if options else base
-    return WSGIServer(app, config, handler_class, sockets=sockets, ssl_context=ssl_context)
+    return base.replace(**options) if options else base
 
 
 def serve(
@@ -913,12 +918,7 @@ def serve(
     app is served by pre-forked processes (``prefork.py``; ``ready`` is not
     called).
     """
-    if host is not None:
-        options["host"] = host
-    if port is not None:
-        options["port"] = port
-    base = config or Config()
-    config = base.replace(**options) if options else base
+    config = _config(config, host, port, options)
     if config.workers > 1:
         from .prefork import serve_prefork
 
