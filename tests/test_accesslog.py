@@ -154,6 +154,7 @@ def test_default_format_differs_only_by_escaping_quotes() -> None:
         ("{protocol}", "HTTP/1.1"),
         ("{status}", "200"),
         ("{bytes}", "13"),
+        ("{bytes_in}", "0"),
         ("{duration}", "0.000561"),
         ("{duration_ms}", "0.56"),
         ("{duration_us}", "561"),
@@ -180,6 +181,7 @@ def test_every_plain_field_is_tested() -> None:
         "protocol",
         "status",
         "bytes",
+        "bytes_in",
         "duration",
         "duration_ms",
         "duration_us",
@@ -192,7 +194,7 @@ def test_all_fields_in_one_line() -> None:
     template = " ".join(f"{{{name}}}" for name in FIELD_NAMES) + " {i:Host} {o:Content-Length}"
     assert render(template) == (
         "127.0.0.1 51234 23/Nov/2026:00:42:24 +0000 2026-11-23T00:42:24Z"
-        " GET /x?a=1&b=2 HTTP/1.1 GET /x a=1&b=2 HTTP/1.1 200 13 0.000561 0.56 561"
+        " GET /x?a=1&b=2 HTTP/1.1 GET /x a=1&b=2 HTTP/1.1 200 13 0 0.000561 0.56 561"
         f" {os.getpid()} example.com 13"
     )
 

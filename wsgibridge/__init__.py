@@ -5,6 +5,8 @@ The public API is exactly ``__all__``; everything else is internal.
 
 __version__ = "0.1.0"
 
+from .accesslog import AccessRecord
+from .background import BackgroundServer, serve_in_thread
 from .config import Config
 from .errors import (
     AppError,
@@ -20,7 +22,9 @@ from .response import ResponseWriter
 from .server import WSGIServer, make_server, serve
 
 __all__ = [
+    "AccessRecord",
     "AppError",
+    "BackgroundServer",
     "BadRequest",
     "ClientDisconnected",
     "Config",
@@ -34,4 +38,5 @@ __all__ = [
     "__version__",
     "make_server",
     "serve",
+    "serve_in_thread",
 ]

@@ -28,6 +28,8 @@ Field              Value
 ``status``         The response status code: ``200``.
 ``bytes``          Body bytes actually sent, in digits; ``0`` when none (HEAD,
                    304, a client gone before the body).  Headers not counted.
+``bytes_in``       Request body bytes received (read by the app, or discarded
+                   to keep the connection), in digits.
 ``duration``       Seconds the request took, from the start of reading it to the
                    end of the response, 6 decimals: ``0.000561``.
 ``duration_ms``    The same in milliseconds, 2 decimals: ``0.56``.
@@ -105,6 +107,7 @@ class AccessRecord:
     request_headers: Sequence[tuple[str, str]]  # as received, name case as sent
     response_headers: Sequence[tuple[str, str]]
     timestamp: float  # time.time() at the end of the response
+    bytes_received: int = 0  # request body bytes received (read by the app or drained)
 
 
 # -- times: formatted once per second, whatever the number of lines ------------------------
@@ -181,6 +184,7 @@ _FIELDS: dict[str, _Getter] = {
     "protocol": lambda r: escape_value(r.protocol),
     "status": lambda r: str(r.status),
     "bytes": lambda r: str(r.bytes_sent),
+    "bytes_in": lambda r: str(r.bytes_received),
     "duration": lambda r: f"{r.duration:.6f}",
     "duration_ms": lambda r: f"{r.duration * 1000:.2f}",
     "duration_us": lambda r: str(round(r.duration * 1_000_000)),

@@ -47,6 +47,8 @@ class InputStream:
     broken body look complete.
     """
 
+    received: int  # body bytes received so far (read by the app, or drained)
+
     def __init__(self, on_first_read: Callable[[], None] | None = None) -> None:
         self._on_first_read = on_first_read
         # The error that broke the stream; once set, the connection cannot be reused.
@@ -163,6 +165,7 @@ class ContentLengthInput(InputStream):
         self._rfile = rfile
         self.length = length
         self.remaining = length
+        self.received = 0  # body bytes read so far (by the app or the drain)
 
     def _fail(self, exc: Exception) -> Exception:
         self.remaining = 0
@@ -195,6 +198,7 @@ class ContentLengthInput(InputStream):
         if len(data) < wanted:
             raise self._short(len(data))
         self.remaining = remaining - wanted
+        self.received += wanted
         return data
 
     def _readline(self, size: int) -> bytes:
@@ -208,6 +212,7 @@ class ContentLengthInput(InputStream):
         if len(line) < limit and not line.endswith(b"\n"):
             raise self._short(len(line))
         self.remaining = remaining - len(line)
+        self.received += len(line)
         return line
 
     def drain(self, limit: int) -> bool:

@@ -192,6 +192,7 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
         self._body_bytes = 0
         self._writer: ResponseWriter | None = None
         self._environ: dict[str, Any] | None = None
+        self._body: InputStream | None = None
         self._error_headers: list[tuple[str, str]] = []
         self._header_message: HTTPMessage | None = None
         self.head: RequestHead | None = None
@@ -327,6 +328,7 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
         """Run the app for the parsed request and settle the connection's fate."""
         server = self.server
         config = server.config
+        self._body = body
         environ = self._environ = self.make_environ(head, body)
 
         def will_close(complete: bool) -> bool:
@@ -486,10 +488,19 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
         return str(peer) or "unix"
 
     def log_access(self) -> None:
-        """One access log line per request, after the response (``--access-log-format``)."""
+        """After each response: the access log line, and the server's request observers."""
         server = self.server
-        if not server.config.access_log or not access_log.isEnabledFor(logging.INFO):
+        logging_on = server.config.access_log and access_log.isEnabledFor(logging.INFO)
+        if not logging_on and not server.observers:
             return
+        record = self.access_record()
+        if logging_on:
+            access_log.info("%s", server.access_format.render(record))
+        for observer in server.observers:
+            observer(record)
+
+    def access_record(self) -> AccessRecord:
+        """What is known about the request just answered (raw, unescaped)."""
         environ = self._environ
         head = self.head
         if environ is not None:
@@ -501,7 +512,8 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
             )
         path, _, query = head.target.partition("?") if head is not None else ("", "", "")
         writer = self._writer
-        record = AccessRecord(
+        body = self._body
+        return AccessRecord(
             client=client,
             remote_port=remote_port,
             request_line=self.requestline,
@@ -515,8 +527,8 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
             request_headers=head.headers if head is not None else (),
             response_headers=writer.sent_headers if writer is not None else self._error_headers,
             timestamp=time.time(),
+            bytes_received=body.received if body is not None else 0,
         )
-        access_log.info("%s", server.access_format.render(record))
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         """Replaced by :meth:`log_access`, which runs after the response."""

@@ -50,7 +50,7 @@ from collections.abc import Callable, Iterable
 from types import FrameType
 from typing import Any
 
-from .accesslog import AccessLogFormat
+from .accesslog import AccessLogFormat, AccessRecord
 from .config import Config
 from .errors import HTTPError, IncompleteMessage
 from .handler import WSGIRequestHandler
@@ -257,12 +257,17 @@ class WSGIServer:
         self.url_scheme = config.url_scheme or ("https" if ssl_context else "http")
         self.trusted_proxies = TrustedProxies(config.forwarded_allow_ips)
         self.access_format = AccessLogFormat(config.access_log_format)
+        # Called with an AccessRecord after every request (the pytest plugin's
+        # request log uses this); add before serving, from any thread.
+        self.observers: list[Callable[[AccessRecord], None]] = []
         # A plain flag, not an Event: it is set from signal handlers, which
         # must take no lock (the interrupted code may hold it).
         self._stopping = False
         self._loop_done = threading.Event()
         self._loop_done.set()
         self._loop_thread: int | None = None
+        # Set once serve_forever is accepting (for code that starts it in a thread).
+        self.serving = threading.Event()
         self._closed = False  # released for good (set at the end of server_close)
         self._cut_at = float("inf")  # when server_close stops waiting for requests
         self._cut = False  # cut_short(): stop waiting now
@@ -360,6 +365,7 @@ class WSGIServer:
             for fd in self._listener_fds:
                 poller.add_listener(fd)
             conns = self._conns
+            self.serving.set()
             while not self._stopping:
                 timeout = self._until_next_timer()
                 for fd, _ in poller.poll(timeout):
