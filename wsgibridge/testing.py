@@ -1,0 +1,186 @@
+"""Test helpers: a drop-in for WebTest's ``StopableWSGIServer``, and recorded requests.
+
+``webtest.http.StopableWSGIServer`` runs waitress in a daemon thread, picks
+a "free" port by binding and closing one (a race), polls until the server
+answers, and cannot really stop.  The class here has its interface -
+``create(app, **kw)``, ``wait()``, ``shutdown()``, ``application_url``,
+``run()``, the ``/__application__`` ping and the ``/__file__`` page - over
+a :class:`~wsgibridge.BackgroundServer`: bound to port 0 before it starts,
+accepting when ``create`` returns, stopped (threads joined) by ``shutdown``.
+A suite switches by changing one import::
+
+    from wsgibridge.testing import StopableWSGIServer   # was: from webtest.http import ...
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+from urllib.parse import parse_qs
+
+from .accesslog import AccessRecord
+from .background import BackgroundServer
+from .response import WSGIApp
+
+Environ = dict[str, Any]
+StartResponse = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request a test server answered, as the server saw it."""
+
+    method: str
+    path: str  # undecoded, without the query
+    query: str
+    headers: Sequence[tuple[str, str]] = field(repr=False)
+    body_size: int  # request body bytes received
+    status: int  # the status sent
+
+    @classmethod
+    def from_record(cls, record: AccessRecord) -> RecordedRequest:
+        return cls(
+            method=record.method,
+            path=record.path,
+            query=record.query,
+            headers=tuple(record.request_headers),
+            body_size=record.bytes_received,
+            status=record.status,
+        )
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        """A request header by name (case-insensitive; repeats joined with ", ")."""
+        values = [v for k, v in self.headers if k.lower() == name.lower()]
+        return ", ".join(values) if values else default
+
+
+class RequestLog:
+    """The requests a server answered, in order (thread-safe; an observer of the server)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._requests: list[RecordedRequest] = []
+
+    def __call__(self, record: AccessRecord) -> None:
+        with self._lock:
+            self._requests.append(RecordedRequest.from_record(record))
+
+    def __iter__(self) -> Any:
+        return iter(self.snapshot())
+
+    def __len__(self) -> int:
+        return len(self._requests)
+
+    def __getitem__(self, index: int) -> RecordedRequest:
+        return self.snapshot()[index]
+
+    def snapshot(self) -> list[RecordedRequest]:
+        with self._lock:
+            return list(self._requests)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._requests.clear()
+
+
+# -- the WebTest drop-in --------------------------------------------------------------------
+
+# WebTest's create() keyword arguments are waitress adjustments; these have a
+# wsgibridge equivalent, the rest are refused by name.
+_WAITRESS_NAMES = {
+    "host": "host",
+    "port": "port",
+    "threads": "threads",
+    "expose_tracebacks": "expose_tracebacks",
+    "url_scheme": "url_scheme",
+    "url_prefix": "url_prefix",
+    "connection_limit": "connection_limit",
+    "backlog": "backlog",
+    "channel_timeout": "keepalive_timeout",
+    "max_request_header_size": "max_header_bytes",
+    "max_request_body_size": "max_body_size",
+}
+
+
+class StopableWSGIServer:
+    """``webtest.http.StopableWSGIServer``'s interface on a wsgibridge background server."""
+
+    was_shutdown = False
+
+    def __init__(self, application: WSGIApp, **kwargs: Any) -> None:
+        unknown = sorted(set(kwargs) - set(_WAITRESS_NAMES))
+        if unknown:
+            raise TypeError(f"StopableWSGIServer: unsupported options {', '.join(unknown)}")
+        options = {_WAITRESS_NAMES[name]: value for name, value in kwargs.items()}
+        options.setdefault("host", os.environ.get("WEBTEST_SERVER_BIND", "127.0.0.1"))
+        options.setdefault("port", 0)
+        self.test_app = application
+        self.background = BackgroundServer(self.wrapper, **options)
+        host, port = self.background.host, self.background.port
+        self.adj = SimpleNamespace(host=host, port=port)  # what tests read of waitress's
+        self.application_url = f"http://{host}:{port}/"
+        self.runner: threading.Thread | None = None
+
+    def wrapper(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        """The app, plus WebTest's two extra paths.
+
+        ``/__application__`` answers "server started" (the ping ``wait()``
+        uses); ``/__file__?__file__=PATH`` serves a local file with
+        ``http://localhost/`` replaced by the server's address - a local file
+        read, so never expose this server beyond a test.
+        """
+        path = environ.get("PATH_INFO", "")
+        if "__application__" in path:
+            body = b"server started"
+            start_response(
+                "200 OK",
+                [("Content-Type", "text/plain; charset=UTF-8"), ("Content-Length", "14")],
+            )
+            return [body]
+        if "__file__" in path:
+            filename = parse_qs(environ.get("QUERY_STRING", "")).get("__file__", [""])[0]
+            if filename and os.path.isfile(filename):
+                with open(filename, "rb") as file:
+                    body = file.read()
+                host = environ.get("HTTP_HOST") or f"{self.adj.host}:{self.adj.port}"
+                body = body.replace(b"http://localhost/", f"http://{host}/".encode())
+                status = "200 OK"
+            else:
+                body, status = b"", "404 Not Found"
+            start_response(
+                status,
+                [
+                    ("Content-Type", "text/html; charset=UTF-8"),
+                    ("Content-Length", str(len(body))),
+                ],
+            )
+            return [body]
+        result: Iterable[bytes] = self.test_app(environ, start_response)
+        return result
+
+    @classmethod
+    def create(cls, application: WSGIApp, **kwargs: Any) -> StopableWSGIServer:
+        """Start a server for ``application`` in a thread; it is accepting on return."""
+        kwargs.setdefault("expose_tracebacks", True)  # as WebTest does
+        server = cls(application, **kwargs)
+        server.background.start()
+        server.runner = server.background._thread
+        return server
+
+    def run(self) -> None:
+        """Serve in the calling thread until :meth:`shutdown` (from another thread)."""
+        self.background.server.serve_forever()
+
+    def wait(self, retries: int = 30) -> bool:
+        """True: the server is accepting (it is from ``create`` on; nothing is polled)."""
+        return self.background.running and not self.was_shutdown
+
+    def shutdown(self, debug: bool = False) -> bool:
+        """Stop the server (gracefully, in milliseconds) and join its threads."""
+        self.was_shutdown = True
+        self.background.stop(timeout=1.0)
+        return True
