@@ -13,6 +13,8 @@ import pytest
 from wsgibridge import WSGIServer, make_server
 from wsgibridge.response import WSGIApp
 
+pytest_plugins = ["pytester"]  # tests/test_pytest_plugin.py runs pytest on example suites
+
 
 @contextlib.contextmanager
 def running_server(app: WSGIApp, **options: Any) -> Iterator[WSGIServer]:

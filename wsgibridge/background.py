@@ -41,6 +41,10 @@ class BackgroundServer:
         handler_class: type[WSGIRequestHandler] = WSGIRequestHandler,
         **options: Any,
     ) -> None:
+        # An embedded or test server trusts no proxy unless told: on loopback,
+        # the CLI's default (trust 127.0.0.1) would let any local client - a
+        # browser page after DNS rebinding included - set X-Forwarded-Host.
+        options.setdefault("forwarded_allow_ips", "")
         self.server: WSGIServer = make_server(
             app, host, port, handler_class=handler_class, **options
         )

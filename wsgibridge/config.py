@@ -195,6 +195,13 @@ class Config:
         default=False,
         metadata=_opt("Put the traceback in the body of 500 responses (development only)."),
     )
+    lint: bool = field(
+        default=False,
+        metadata=_opt(
+            "Check the app against PEP 3333 as it runs and warn about each mistake, with"
+            " the rule and the fix (development and tests)."
+        ),
+    )
     access_log: bool = field(
         default=True, metadata=_opt("Log one line per request to the wsgibridge.access logger.")
     )

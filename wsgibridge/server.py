@@ -241,8 +241,12 @@ class WSGIServer:
         sockets: Iterable[socket.socket] | None = None,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        self.app = app
         self.config = config = config if config is not None else Config()
+        if config.lint:
+            from .lint import LintMiddleware  # only then: lint is a development tool
+
+            app = LintMiddleware(app)
+        self.app = app
         self.limits = config.limits
         self.handler_class = handler_class
         self.multiprocess = config.workers > 1
