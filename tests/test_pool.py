@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from wsgibridge import WSGIServer
+from wsgibridge import WSGIServer, make_server
 
 from .conftest import ResponseReader, ServerFactory, connect, running_server, simple_app
 
@@ -353,3 +353,84 @@ def test_stop_cuts_requests_still_running_after_the_graceful_timeout() -> None:
     assert 0.25 < elapsed < 2.5
     assert b"first part" in data and b"never sent" not in data
     assert not data.endswith(b"0\r\n\r\n")  # the chunked body was not terminated
+
+
+# -- regressions (an adversarial review found these) ---------------------------------------
+
+
+def test_accepting_resumes_after_the_connection_limit_every_time(serve: ServerFactory) -> None:
+    """Hitting connection_limit pauses accepting; closing connections must resume it, also
+    when a close races the pause (only the reactor changes the listener's registration)."""
+    server = serve(simple_app(), connection_limit=2, threads=4)
+    failures: list[BaseException] = []
+
+    def client() -> None:
+        try:
+            for _ in range(60):
+                assert fetch(server)[0] == 200
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert failures == [] and not any(t.is_alive() for t in threads)
+    assert fetch(server)[0] == 200
+
+
+def test_a_pipelined_head_gets_its_own_header_timeout(serve: ServerFactory) -> None:
+    """Bytes of the next head that arrived with a slow request start their header_timeout
+    when that head is being read, not when they arrived (else: an instant 408)."""
+    release = threading.Event()
+
+    def app(environ: Environ, start_response: StartResponse) -> list[bytes]:
+        if environ["PATH_INFO"] == "/slow":
+            release.wait(1.0)  # longer than header_timeout
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [environ["PATH_INFO"].encode()]
+
+    server = serve(app, header_timeout=0.5)
+    with connect(server) as sock:
+        sock.sendall(get("/slow") + b"GET /second HTTP/1.1\r\n")
+        reader = ResponseReader(sock)
+        assert reader.read_response().body == b"/slow"
+        time.sleep(0.05)  # the rest of the second head, a moment later
+        sock.sendall(b"Host: t\r\n\r\n")
+        second = reader.read_response()
+    assert (second.status, second.body) == (200, b"/second")
+
+
+def test_parked_connections_do_not_pile_up_timer_entries(serve: ServerFactory) -> None:
+    """Every park posts a deadline; entries of connections parked again or closed since
+    are dropped, so a busy keep-alive client cannot grow the reactor's heap without bound."""
+    server = serve(simple_app(), threads=1)
+    with connect(server) as sock:
+        reader = ResponseReader(sock)
+        for _ in range(1500):
+            sock.sendall(get())
+            reader.read_response()
+            time.sleep(0.0001)
+    for _ in range(300):
+        assert fetch(server)[0] == 200
+    assert len(server._timers) + len(server._posted) < 2 * 1 + 256 + 600
+
+
+def test_stop_racing_the_start_never_raises() -> None:
+    """stop() right after serve_forever starts in another thread: no exception either side."""
+    for _ in range(50):
+        server = make_server(simple_app(), "127.0.0.1", 0)
+        errors: list[BaseException] = []
+
+        def run(server: WSGIServer = server, errors: list[BaseException] = errors) -> None:
+            try:
+                server.serve_forever()
+            except BaseException as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        server.stop()
+        thread.join(TIMEOUT)
+        assert errors == [] and not thread.is_alive()

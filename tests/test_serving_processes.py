@@ -746,6 +746,25 @@ def test_sigterm_to_the_arbiter_stops_all_workers_after_requests_in_flight(
     assert group_members(server.pid) == set()
 
 
+@needs_proc
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_to_the_whole_group_still_stops_gracefully(launch: Launcher, signum: int) -> None:
+    """Ctrl-C in a terminal and systemd (KillMode=control-group) signal every process of
+    the group, so each worker gets the signal twice - directly and relayed by the arbiter.
+    That is still one graceful stop: the request in flight completes."""
+    server = launch.start("--port", "0", "--workers", "2")
+    [address] = server.serving()
+    worker_pids(launch, address, 2, timeout=10)
+    busy = launch.connect(address)
+    busy.sendall(request("/sleep/1"))
+    server.wait_for(r"APP-STARTED (\d+)")
+    os.killpg(server.pid, signum)
+    response = ResponseReader(busy).read_response()
+    assert response.status == 200
+    assert server.wait(10) == 0, server.stderr()
+    assert "did not stop in time" not in server.stderr()
+
+
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_app_failing_at_import_exits_2_with_one_line(appdir: Path, workers: str) -> None:
     """An app module that raises at import time: exit code 2 and one line on stderr naming the

@@ -1344,3 +1344,41 @@ def test_cli_access_log_file_gets_the_lines(tmp_path: Path) -> None:
     ]
     assert not any("/cli" in line for line in stderr), stderr
     assert any("received SIGTERM" in line for line in stderr), stderr
+
+
+def test_a_partial_tls_record_holds_no_worker(serve: ServerFactory, certs: Certs) -> None:
+    """A TLS client that sends part of a record after the handshake: the socket is readable
+    but OpenSSL cannot decrypt anything yet; the head is read non-blocking, so the
+    connection is parked and the only worker serves others (not read_timeout later)."""
+    app = Recorder()
+    server = serve(app, threads=1, read_timeout=8.0, header_timeout=3.0, **tls_options(certs))
+    with tls_connection(server, client_context(certs)) as stuck:
+        # Raw bytes under the TLS layer: a record header, and no record.
+        socket.socket.sendall(stuck, b"\x17\x03\x03")
+        started = time.monotonic()
+        with session(certs) as s:
+            status = s.get(server.url + "other", timeout=TIMEOUT).status_code
+        assert status == 200
+        assert time.monotonic() - started < 2.0
+
+
+def test_plain_http_to_the_tls_port_holds_no_worker(serve: ServerFactory, certs: Certs) -> None:
+    """The clear-text 400 is sent without waiting and the close lingers in the reactor:
+    clients speaking plain HTTP to the TLS port never delay a TLS client."""
+    app = Recorder()
+    server = serve(app, threads=1, **tls_options(certs))
+    plain = []
+    try:
+        for _ in range(5):
+            sock = socket.create_connection((server.host, server.port), timeout=TIMEOUT)
+            plain.append(sock)
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # and keep the connection open
+        started = time.monotonic()
+        with session(certs) as s:
+            assert s.get(server.url, timeout=TIMEOUT).status_code == 200
+        assert time.monotonic() - started < 1.0
+        answer = plain[0].recv(65536)
+        assert answer.startswith(b"HTTP/1.1 400 ")
+    finally:
+        for sock in plain:
+            sock.close()

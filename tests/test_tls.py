@@ -19,7 +19,6 @@ from cryptography.hazmat.primitives import serialization
 
 from wsgibridge.tls import (
     PLAIN_HTTP_RESPONSE,
-    answer_plain_http,
     format_dn,
     handshake,
     looks_like_plain_http,
@@ -96,6 +95,17 @@ class Outcome:
     alpn: str | None = None
 
 
+def send_plain_answer(sock: ssl.SSLSocket) -> None:
+    """What the server does: the clear-text 400 on the raw socket, then a brief linger."""
+    raw = socket.socket  # the unbound methods act on the descriptor, bypassing TLS
+    sock.settimeout(2.0)
+    raw.sendall(sock, PLAIN_HTTP_RESPONSE)
+    raw.shutdown(sock, socket.SHUT_WR)
+    with contextlib.suppress(OSError):
+        while raw.recv(sock, 65536):
+            pass
+
+
 @contextlib.contextmanager
 def tls_server(
     context: ssl.SSLContext, *, timeout: float = 5.0, answer_plain: bool = False
@@ -126,7 +136,7 @@ def tls_server(
                 outcome.error = exc
                 outcome.timeout_after = sock.gettimeout()
                 if answer_plain and looks_like_plain_http(exc):
-                    answer_plain_http(sock)
+                    send_plain_answer(sock)
                 return
             outcome.elapsed = time.monotonic() - start
             outcome.timeout_after = sock.gettimeout()

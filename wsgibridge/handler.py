@@ -108,6 +108,8 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
         self.requests_served = 0
         self._connected_at = time.monotonic()
         self._head_started = 0.0
+        self._head_pending = False  # part of a head is buffered while the connection waits
+        self._scanned = 0  # buffered head bytes already searched for its end
         # Set when the client may still be sending bytes we will not read: the
         # server then half-closes and discards them for a moment before closing,
         # so that a kernel RST does not destroy our last response (server.py).
@@ -171,19 +173,45 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
         """
         reader = self.rfile
         limits = self.server.limits
+        if reader.buffered() and not self._head_pending:
+            # Bytes of this head came with the previous request (pipelined):
+            # its header_timeout starts now, not when those bytes arrived.
+            self._head_started = time.monotonic()
         while True:
-            head = take_head(reader, limits)
+            head = take_head(reader, limits, self._scanned)
             if head is not None:
+                self._head_pending = False
+                self._scanned = 0
                 return head
             if reader.eof:
                 self.close_connection = True
                 return None
-            if not self.ready(self.server.linger_time()):
+            self._scanned = reader.buffered()
+            if not self.ready(self.server.linger_time()) or not self._fill():
+                # Wait in the selector; a partial head stays in the buffer.
+                self._head_pending = bool(reader.buffered())
                 self.waiting = True
                 return None
-            if not reader.buffered():
-                self._head_started = time.monotonic()
+
+    def _fill(self) -> bool:
+        """Read what has arrived into ``rfile`` (the socket is readable); False if nothing was."""
+        reader = self.rfile
+        if not reader.buffered():
+            self._head_started = time.monotonic()
+        if self._pending is None:
+            reader.fill()  # poll() said readable: recv returns at once
+            return True
+        # TLS: a readable socket may hold only part of a record, and a blocking
+        # recv would then wait for the rest under read_timeout, not header_timeout.
+        sock = self.connection
+        sock.settimeout(0.0)
+        try:
             reader.fill()
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+            return False
+        finally:
+            sock.settimeout(self._timeout)
+        return True
 
     def _begin_request(self) -> None:
         """Forget the previous request: every per-request attribute starts afresh."""

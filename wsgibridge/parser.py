@@ -321,12 +321,15 @@ _BLANK_LINE = re.compile(rb"\n\r?\n")
 _LINE_BREAK = re.compile(rb"\r?\n")
 
 
-def find_head_end(buffer: bytes, limits: Limits) -> int:
+def find_head_end(buffer: bytes | bytearray, limits: Limits, scanned: int = 0) -> int:
     """The index just past the empty line that ends the head in ``buffer``; -1 if not there yet.
 
-    Refuses a head that is already too long although incomplete: 414 for a
-    request line past ``max_request_line`` bytes (CRLF included), 431 for a
-    header section past ``max_header_bytes`` (its CRLFs included).
+    ``scanned`` bytes at the start are known to hold no end of head (an earlier
+    call saw them), so a head that arrives a byte at a time costs linear, not
+    quadratic, time.  Refuses a head that is already too long although
+    incomplete: 414 for a request line past ``max_request_line`` bytes (CRLF
+    included), 431 for a header section past ``max_header_bytes`` (its CRLFs
+    included).
     """
     max_line = limits.max_request_line
     line_end = buffer.find(b"\n", 0, max_line)
@@ -335,10 +338,10 @@ def find_head_end(buffer: bytes, limits: Limits) -> int:
             raise URITooLong(f"the request line is longer than {max_line} bytes")
         return -1
     if limits.allow_bare_lf:
-        match = _BLANK_LINE.search(buffer, line_end)
+        match = _BLANK_LINE.search(buffer, max(line_end, scanned - 2))
         end = match.end() if match is not None else -1
     else:
-        end = buffer.find(b"\r\n\r\n", max(line_end - 1, 0))
+        end = buffer.find(b"\r\n\r\n", max(line_end - 1, scanned - 3, 0))
         if end >= 0:
             end += 4
     size = (len(buffer) if end < 0 else end) - line_end - 1
@@ -388,18 +391,19 @@ class BufferedReader(Reader, Protocol):
 
     eof: bool
 
-    def peek(self) -> bytes: ...
+    def peek(self) -> bytes | bytearray: ...
 
     def consume(self, n: int, /) -> None: ...
 
     def fill(self) -> int: ...
 
 
-def take_head(reader: BufferedReader, limits: Limits) -> RequestHead | None:
+def take_head(reader: BufferedReader, limits: Limits, scanned: int = 0) -> RequestHead | None:
     """The next request head if the reader's buffer holds all of it (consumed); else None.
 
     Reads nothing from the socket, so the caller decides whether to wait for
     more (or park the connection); at end-of-file a partial head is refused.
+    ``scanned``: buffered bytes an earlier call already looked at.
     """
     buffer = reader.peek()
     if buffer[:2] == b"\r\n" or (buffer[:1] == b"\n" and limits.allow_bare_lf):
@@ -408,13 +412,14 @@ def take_head(reader: BufferedReader, limits: Limits) -> RequestHead | None:
         skip = 2 if buffer[0] == 0x0D else 1
         reader.consume(skip)
         buffer = buffer[skip:]
-    end = find_head_end(buffer, limits)
+    end = find_head_end(buffer, limits, scanned)
     if end < 0:
         if reader.eof and buffer:
             raise IncompleteMessage("the connection closed in the middle of the request head")
         return None
+    block = bytes(buffer[:end])
     reader.consume(end)
-    return parse_head(buffer[:end], limits)
+    return parse_head(block, limits)
 
 
 def read_request_head(reader: BufferedReader, limits: Limits) -> RequestHead | None:

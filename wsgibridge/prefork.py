@@ -43,6 +43,8 @@ log = logging.getLogger("wsgibridge.server")
 # MAX_BOOT_FAILURES of those in a row the arbiter gives up.
 BOOT_SECONDS = 2.0
 MAX_BOOT_FAILURES = 5
+# Blocked across a fork (see Arbiter._spawn).
+WORKER_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGCHLD}
 # Time beyond graceful_timeout a worker gets to exit before it is killed.
 KILL_MARGIN = 5.0
 
@@ -114,9 +116,9 @@ class Arbiter:
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if signum in (signal.SIGTERM, signal.SIGINT):
             if self._stopping:
-                # A second signal: no more grace.
+                # A second signal: the workers stop waiting for requests in flight.
                 for pid in list(self.workers):
-                    _kill(pid, signal.SIGKILL)
+                    _kill(pid, signal.SIGQUIT)
             else:
                 self._stopping = True
                 log.info("received %s, stopping the workers", signal.Signals(signum).name)
@@ -183,36 +185,49 @@ class Arbiter:
     # -- a worker ------------------------------------------------------------------------
 
     def _spawn(self) -> None:
+        # Signals stay blocked across the fork until each side has its own
+        # handlers: a SIGTERM for a just-forked worker must not run the
+        # arbiter's handler there (and be lost).
+        masked = signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_SIGNALS)
         pid = os.fork()
         if pid:
             self.workers[pid] = time.monotonic()
+            signal.pthread_sigmask(signal.SIG_SETMASK, masked)
             return
         code = 1
         try:
-            code = self._worker()
+            code = self._worker(masked)
         except BaseException:
             log.exception("worker %d failed", os.getpid())
         finally:
             os._exit(code)
 
-    def _worker(self) -> int:
-        """In the child: serve the inherited sockets until told to stop."""
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
-            signal.signal(signum, signal.SIG_DFL)
+    def _worker(self, masked: set[int | signal.Signals]) -> int:
+        """In the child: serve the inherited sockets until told to stop.
+
+        SIGTERM stops it gracefully (again and again: systemd and a terminal
+        signal the whole process group, and the arbiter relays the same
+        signal); SIGQUIT, which only the arbiter sends, cuts the wait short;
+        SIGINT is the arbiter's to relay (Ctrl-C reaches every process).
+        """
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         os.close(self._signal_r)
         os.close(self._signal_w)
         os.close(self._alive_w)  # only the arbiter holds the write end
         server = WSGIServer(self.app, self.config, self.handler_class, sockets=list(self.listeners))
 
         def stop(signum: int, frame: FrameType | None) -> None:
-            if server.stopping:
-                server.cut_short()  # a second signal: stop waiting for requests in flight
-            else:
-                server.request_shutdown()
+            server.request_shutdown()
+
+        def cut(signum: int, frame: FrameType | None) -> None:
+            server.request_shutdown()
+            server.cut_short()
 
         signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGQUIT, cut)
         signal.set_wakeup_fd(server.wakeup_fd, warn_on_full_buffer=False)
+        signal.pthread_sigmask(signal.SIG_SETMASK, masked)
         threading.Thread(
             target=self._watch_arbiter, args=(server,), name="wsgibridge-arbiter-watch", daemon=True
         ).start()

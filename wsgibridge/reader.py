@@ -31,7 +31,10 @@ class SocketReader:
     def __init__(self, recv: Callable[[int], bytes]) -> None:
         """``recv`` is the socket's ``recv`` (or, in tests, ``io.BytesIO(...).read``)."""
         self._recv = recv
-        self._buffer = b""
+        # bytes while whole recv results are consumed one by one (no copying);
+        # a bytearray once data must be appended, so that a head arriving a
+        # byte at a time costs amortised linear time, not quadratic.
+        self._buffer: bytes | bytearray = b""
         self._pos = 0
         self.eof = False  # the peer has closed its side
 
@@ -41,10 +44,13 @@ class SocketReader:
         """Bytes received and not yet consumed."""
         return len(self._buffer) - self._pos
 
-    def peek(self) -> bytes:
-        """The buffered bytes, without consuming them (no socket read)."""
+    def peek(self) -> bytes | bytearray:
+        """The buffered bytes, not consumed (no socket read; valid until the next call)."""
         if self._pos:
-            self._buffer = self._buffer[self._pos :]
+            if isinstance(self._buffer, bytearray):
+                del self._buffer[: self._pos]
+            else:
+                self._buffer = self._buffer[self._pos :]
             self._pos = 0
         return self._buffer
 
@@ -64,11 +70,16 @@ class SocketReader:
         if not data:
             self.eof = True
             return 0
-        if self._pos < len(self._buffer):
-            self._buffer = self._buffer[self._pos :] + data
-        else:
+        buffer = self._buffer
+        if self._pos >= len(buffer):
             self._buffer = data
-        self._pos = 0
+            self._pos = 0
+        elif isinstance(buffer, bytearray):
+            buffer += data
+        else:
+            self._buffer = bytearray(memoryview(buffer)[self._pos :])
+            self._buffer += data
+            self._pos = 0
         return len(data)
 
     # -- the file interface (wsgi.input and trailers read through these) ---------
@@ -83,9 +94,10 @@ class SocketReader:
             if end == len(buffer):
                 self._buffer = b""
                 self._pos = 0
-                return buffer if pos == 0 else buffer[pos:]
-            return buffer[pos:end]
-        parts = [buffer[pos:]] if have else []
+                if pos == 0 and type(buffer) is bytes:
+                    return buffer
+            return bytes(buffer[pos:end])
+        parts = [bytes(buffer[pos:])] if have else []
         self._buffer = b""
         self._pos = 0
         missing = -1 if size is None or size < 0 else size - have
@@ -108,12 +120,15 @@ class SocketReader:
         trailers, ``readline`` calls of the app within a bounded body).
         """
         limit = -1 if size is None or size < 0 else size
+        searched = 0  # bytes after pos already searched: a long line costs linear time
         while True:
             buffer, pos = self._buffer, self._pos
-            end = buffer.find(b"\n", pos, pos + limit if limit >= 0 else len(buffer))
+            stop = pos + limit if limit >= 0 else len(buffer)
+            end = buffer.find(b"\n", pos + searched, stop)
             if end >= 0:
                 return self.read(end + 1 - pos)
             have = len(buffer) - pos
+            searched = have
             if (limit >= 0 and have >= limit) or self.eof:
                 return self.read(have if limit < 0 else min(limit, have))
             if not self.fill():

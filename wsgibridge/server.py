@@ -36,6 +36,7 @@ the host program's signals.
 
 from __future__ import annotations
 
+import collections
 import errno
 import heapq
 import itertools
@@ -64,7 +65,7 @@ from .listen import (
 from .pool import WorkerPool
 from .proxy import MAX_PROXY_LINE, TrustedProxies, parse_proxy_v1
 from .response import WSGIApp
-from .tls import answer_plain_http, handshake, looks_like_plain_http, make_ssl_context
+from .tls import PLAIN_HTTP_RESPONSE, handshake, looks_like_plain_http, make_ssl_context
 
 log = logging.getLogger("wsgibridge.server")
 
@@ -277,7 +278,8 @@ class WSGIServer:
         self._cut = False  # cut_short(): stop waiting now
         self._lock = threading.Condition()
         self._conns: dict[int, _Conn] = {}
-        self._timers: list[tuple[float, int, int, _Conn]] = []
+        self._timers: list[tuple[float, int, int, _Conn]] = []  # the reactor's heap
+        self._posted: collections.deque[tuple[float, int, int, _Conn]] = collections.deque()
         self._sequence = itertools.count()
         self._next_wake = float("inf")
         self._accepting = True
@@ -362,9 +364,13 @@ class WSGIServer:
         self._loop_done.clear()
         self._loop_thread = threading.get_ident()
         try:
+            if self._closed or self._stopping:
+                return  # stopped while we were starting
             self._pool.start()
             poller = self._poller
             wake_fd = self._wake_r.fileno()
+            if wake_fd < 0:
+                return  # closed under us by a concurrent server_close
             poller.add_listener(wake_fd)
             for fd in self._listener_fds:
                 poller.add_listener(fd)
@@ -402,15 +408,34 @@ class WSGIServer:
                 self._loop_done.set()
 
     def _until_next_timer(self) -> float | None:
+        """Take in the deadlines workers posted; seconds until the next one (None: none)."""
+        # "Computing": a deadline posted from now on always wakes the reactor,
+        # so none can slip in between the drain below and the sleep.
+        self._next_wake = -float("inf")
         timers = self._timers
-        now = time.monotonic()
+        posted = self._posted
+        while posted:
+            heapq.heappush(timers, posted.popleft())
+        if len(timers) > 2 * len(self._conns) + 256:
+            # Entries of connections parked again or closed since: drop them.
+            self._timers = timers = [
+                t for t in timers if t[3].generation == t[2] and t[3].state != CLOSED
+            ]
+            heapq.heapify(timers)
+        if (
+            not self._accepting
+            and not self._resume_accepting_at
+            and len(self._conns) < self.config.connection_limit
+            and not self._stopping
+        ):
+            self._start_accepting()  # only the reactor changes the listeners
         wake = timers[0][0] if timers else float("inf")
         if not self._accepting and self._resume_accepting_at:
             wake = min(wake, self._resume_accepting_at)
         self._next_wake = wake
         if wake == float("inf"):
             return None
-        return max(wake - now, 0.0)
+        return max(wake - time.monotonic(), 0.0)
 
     def _run_timers(self) -> None:
         now = time.monotonic()
@@ -432,9 +457,10 @@ class WSGIServer:
             self._start_accepting()
 
     def _add_timer(self, deadline: float, conn: _Conn) -> None:
-        heapq.heappush(self._timers, (deadline, next(self._sequence), conn.generation, conn))
+        """Post a deadline for the reactor (from any thread; only the reactor owns the heap)."""
+        self._posted.append((deadline, next(self._sequence), conn.generation, conn))
         if deadline < self._next_wake:
-            self._wake()  # the reactor sleeps past this deadline: tell it
+            self._wake()  # the reactor would sleep past it, or is computing: tell it
 
     def _wake(self) -> None:
         try:
@@ -605,10 +631,18 @@ class WSGIServer:
         sock = conn.sock
         if isinstance(sock, ssl.SSLSocket) and looks_like_plain_http(exc):
             log.info("%s sent plain HTTP to the TLS port", conn.address)
-            sock.setblocking(True)
-            answer_plain_http(sock)
-        else:
-            log.info("TLS handshake with %s failed: %s", conn.address, exc)
+            # nginx's clear-text 400, sent without waiting; the TLS layer is
+            # dropped and the reactor closes lingeringly, holding no worker.
+            raw = socket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+            conn.sock = raw
+            try:
+                raw.setblocking(False)
+                raw.send(PLAIN_HTTP_RESPONSE)
+            except OSError:
+                pass
+            self._close(conn, linger=True)
+            return
+        log.info("TLS handshake with %s failed: %s", conn.address, exc)
         self._close(conn)
 
     def _refuse(self, conn: _Conn, exc: HTTPError) -> None:
@@ -722,16 +756,13 @@ class WSGIServer:
             self._lock.notify_all()
         if conn.registered:
             self._poller.remove(conn.fd)
+        conn.handler = None  # a stale timer entry must not keep the request alive
         try:
             conn.sock.close()
         except OSError:
             pass
-        if (
-            not self._accepting
-            and not self._resume_accepting_at
-            and len(self._conns) < self.config.connection_limit
-        ):
-            self._start_accepting()
+        if not self._accepting:
+            self._wake()  # below the limit again? The reactor decides, and resumes accepting.
 
     def _drop(self, conn: _Conn | None) -> None:
         """Close a connection the reactor holds after an unexpected error on it."""

@@ -1,18 +1,14 @@
 """TLS for wsgibridge: the server context, a handshake under a deadline, the ``SSL_*`` environ.
 
-How the server uses this module (one connection, in a worker thread, never on
-the accept loop)::
-
-    sock = context.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
-    try:
-        handshake(sock, timeout)                # TimeoutError / ssl.SSLError / OSError
-    except OSError as exc:                      # TimeoutError and SSLError included
-        if looks_like_plain_http(exc):
-            answer_plain_http(sock)             # nginx's clear-text 400
-        sock.close()
-        return
-    extra = tls_environ(sock)                   # once per connection, cached
-    # ... serve requests with wsgi.url_scheme = "https" and ``extra`` in each environ
+How the server uses this module (``server.py``, in a worker thread, never on
+the reactor): it wraps each accepted socket with
+``context.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)``
+and advances ``do_handshake()`` non-blocking on the bytes that have arrived,
+parking the connection in between; :func:`handshake` (a blocking loop under
+one deadline) only finishes a handshake that is waiting to *write*.  When
+:func:`looks_like_plain_http` says the client spoke clear-text HTTP, the
+server sends :data:`PLAIN_HTTP_RESPONSE` on the raw socket and closes it
+lingeringly.  :func:`tls_environ` is computed once per connection.
 
 Every function here is pure with respect to the process: no global state, no
 logging; the caller decides what to log and when to close.
@@ -23,7 +19,6 @@ from __future__ import annotations
 import math
 import os
 import select
-import socket
 import ssl
 import time
 from collections.abc import Iterable
@@ -31,7 +26,6 @@ from typing import cast
 
 __all__ = [
     "PLAIN_HTTP_RESPONSE",
-    "answer_plain_http",
     "format_dn",
     "handshake",
     "looks_like_plain_http",
@@ -208,7 +202,7 @@ def looks_like_plain_http(exc: BaseException) -> bool:
     That is, the client spoke HTTP, not TLS, to the TLS port (OpenSSL
     reason ``HTTP_REQUEST``, or ``HTTPS_PROXY_REQUEST`` for a ``CONNECT``).
     OpenSSL sends no alert in that case, so a clear-text answer
-    (:func:`answer_plain_http`) reaches the client intact.
+    (:data:`PLAIN_HTTP_RESPONSE`) reaches the client intact.
     """
     if not isinstance(exc, ssl.SSLError):
         return False
@@ -217,40 +211,6 @@ def looks_like_plain_http(exc: BaseException) -> bool:
         return reason in _PLAIN_HTTP_REASONS
     text = str(exc).lower()
     return "http request" in text or "https proxy request" in text
-
-
-LINGER_SECONDS = 1.0
-LINGER_BYTES = 64 * 1024
-
-
-def answer_plain_http(sock: ssl.SSLSocket, timeout: float = 2.0) -> None:
-    """Send :data:`PLAIN_HTTP_RESPONSE` in clear text after a plain-HTTP handshake failure.
-
-    nginx's answer ("400 The plain HTTP request was sent to HTTPS port").
-    The bytes go straight to the TCP socket under ``sock`` (the TLS layer is
-    unusable after the failed handshake), then the write side is shut and
-    what the client still sends is read and dropped briefly, so that
-    closing does not reset the connection before the client has read the
-    answer.  Best effort: errors are swallowed.  The caller still closes.
-    """
-    raw = socket.socket  # the unbound methods act on the descriptor, bypassing TLS
-    try:
-        sock.settimeout(timeout)
-        raw.sendall(sock, PLAIN_HTTP_RESPONSE)
-        raw.shutdown(sock, socket.SHUT_WR)
-        deadline = time.monotonic() + LINGER_SECONDS
-        received = 0
-        while received < LINGER_BYTES:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            sock.settimeout(left)
-            data = raw.recv(sock, 65536)
-            if not data:
-                break
-            received += len(data)
-    except OSError:
-        pass
 
 
 # -- the environ ------------------------------------------------------------------------
