@@ -1,0 +1,102 @@
+"""The project's benchmark (``benchmarks/run.py``) still runs: smoke runs of seconds.
+
+Nothing here asserts a speed.  Each test runs the script as a subprocess, as
+a user would, and checks that it finished, printed every row it was asked
+for and exited 0 (any wrk error, non-2xx or wrong body makes it exit 1).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN = ROOT / "benchmarks" / "run.py"
+STDLIB_PEERS = ("wsgiref", "bhrh")  # always available
+OPTIONAL_PEERS = ("werkzeug", "waitress", "cheroot", "gunicorn")
+
+
+def installed_peers() -> list[str]:
+    found = [name for name in OPTIONAL_PEERS if importlib.util.find_spec(name) is not None]
+    return [*found, *STDLIB_PEERS]
+
+
+def run_bench(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    """``run.py *args``; past ``timeout`` it gets SIGTERM, which stops its servers."""
+    cmd = [sys.executable, str(RUN), *args]
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            out, err = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()  # its servers die with it (PR_SET_PDEATHSIG)
+            out, err = proc.communicate(timeout=10)
+        pytest.fail(f"{' '.join(args)} did not finish in {timeout:g} s\n{out}\n{err}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def table_rows(output: str) -> list[list[str]]:
+    """The cells of every markdown table row (header and rule lines included)."""
+    return [
+        [cell.strip() for cell in line.strip().strip("|").split("|")]
+        for line in output.splitlines()
+        if line.startswith("|")
+    ]
+
+
+def assert_ran(proc: subprocess.CompletedProcess[str]) -> None:
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    assert proc.stdout.startswith("Machine: "), proc.stdout
+    assert "FAIL" not in proc.stdout, proc.stdout
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(
+    shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)"
+)
+def test_smoke_matrix_prints_every_row() -> None:
+    servers = ["wsgibridge", *installed_peers()]
+    scenarios = ["hello-ka", "nolen-ka"]
+    proc = run_bench("--smoke", "--scenarios", ",".join(scenarios), "--servers", ",".join(servers))
+    assert_ran(proc)
+    rows = table_rows(proc.stdout)
+    assert rows and rows[0][:3] == ["scenario", "server", "req/s"], proc.stdout
+    seen = {(row[0], row[1]) for row in rows[2:]}
+    missing = {(s, n) for s in scenarios for n in servers} - seen
+    assert not missing, f"rows missing: {sorted(missing)}\n{proc.stdout}"
+
+
+@pytest.mark.timeout(90)
+def test_smoke_startstop() -> None:
+    proc = run_bench("--smoke", "--startstop", "--startstop-n", "3")
+    assert_ran(proc)
+    helpers = {row[0] for row in table_rows(proc.stdout)}
+    assert {"wsgibridge.serve_in_thread", "wsgibridge.testing.StopableWSGIServer"} <= helpers
+
+
+@pytest.mark.timeout(90)
+def test_smoke_idle_connections() -> None:
+    proc = run_bench("--smoke", "--idle", "50", "--idle-probes", "10", "--servers", "wsgibridge")
+    assert_ran(proc)
+    rows = [row for row in table_rows(proc.stdout) if row[0] == "wsgibridge"]
+    assert len(rows) == 1, proc.stdout
+    assert rows[0][1] == "50/50", proc.stdout  # every idle connection was kept open
+
+
+@pytest.mark.timeout(90)
+def test_smoke_upload() -> None:
+    proc = run_bench("--smoke", "--upload-gib", "0.01")
+    assert_ran(proc)
+    bodies = {row[1] for row in table_rows(proc.stdout) if row[0] == "wsgibridge"}
+    assert bodies == {"Content-Length", "chunked (64 KiB chunks)"}, proc.stdout
