@@ -19,12 +19,22 @@ from typing import Any
 import pytest
 
 from wsgibridge import WSGIServer, make_server
+from wsgibridge import server as server_module
 
 from .conftest import ResponseReader, ServerFactory, connect, running_server, simple_app
 
 Environ = dict[str, Any]
 StartResponse = Callable[..., Callable[[bytes], object]]
 TIMEOUT = 5.0
+
+
+@pytest.fixture(autouse=True, params=["epoll", "poll"])
+def scheduler(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here runs with workers waiting on an epoll, and with the fallback
+    where the reactor polls parked connections and hands them over (no epoll)."""
+    if request.param == "poll":
+        monkeypatch.setattr(server_module, "USE_EPOLL", False)
+    return str(request.param)
 
 
 def get(path: str = "/", close: bool = False) -> bytes:

@@ -161,3 +161,29 @@ def test_the_plugin_can_be_turned_off(pytester: pytest.Pytester) -> None:
     result = run(pytester, "def test_x(wsgi_server):\n    pass\n", "-p", "no:wsgibridge")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*fixture 'wsgi_server' not found*"])
+
+
+def test_the_record_is_there_as_soon_as_the_client_has_its_response(
+    pytester: pytest.Pytester,
+) -> None:
+    """The record is made after the response is sent; reading the log waits for it."""
+    result = run(
+        pytester,
+        """
+import socket
+
+def test_race(wsgi_server):
+    server = wsgi_server(app)
+    with socket.create_connection((server.host, server.port), timeout=5) as sock:
+        for n in range(200):
+            sock.sendall(b"GET /%d HTTP/1.1\\r\\nHost: t\\r\\n\\r\\n" % n)
+            reply = b""
+            while not reply.endswith(b"GET /%d" % n):
+                reply += sock.recv(4096)
+            assert len(server.requests) == n + 1
+            assert server.requests[n].path == "/%d" % n
+    server.requests.clear()
+    assert len(server.requests) == 0
+""",
+    )
+    result.assert_outcomes(passed=1)

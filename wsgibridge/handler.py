@@ -22,6 +22,8 @@ import logging
 import select
 import socket
 import ssl
+import struct
+import sys
 import time
 from http import HTTPStatus
 from http.client import HTTPMessage
@@ -47,6 +49,18 @@ access_log = logging.getLogger("wsgibridge.access")
 error_log = logging.getLogger("wsgibridge.error")
 
 LOGGED_LINE_MAX = 512  # bytes of a refused request line kept for the logs
+
+# A socket with a Python timeout polls before every recv and send: two system
+# calls per request more than needed.  On Linux, plain connections are
+# blocking sockets whose timeouts the kernel enforces (SO_RCVTIMEO and
+# SO_SNDTIMEO, per call like Python's); TLS ones keep Python's timeouts.
+KERNEL_TIMEOUTS = sys.platform.startswith("linux")
+
+
+def _timeval(seconds: float) -> bytes:
+    """A ``struct timeval`` for SO_RCVTIMEO / SO_SNDTIMEO."""
+    whole = int(seconds)
+    return struct.pack("@ll", whole, int((seconds - whole) * 1_000_000))
 
 
 def not_mounted(environ: dict[str, Any], start_response: Any) -> list[bytes]:
@@ -91,16 +105,24 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         sock = self.connection = self.request
         config = self.server.config
-        self._timeout = config.read_timeout
-        sock.settimeout(self._timeout)
         family = sock.family
         if family == socket.AF_INET or family == socket.AF_INET6:
             # Each response chunk leaves in one write; don't let Nagle hold it
             # back waiting for the client's delayed ACK.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        # One socket timeout serves reads and writes unless they differ.
-        self._split_timeouts = config.read_timeout != config.write_timeout
-        recv = self._timed_recv if self._split_timeouts else sock.recv
+        self._timeout = config.read_timeout
+        self._kernel_timeouts = KERNEL_TIMEOUTS and not isinstance(sock, ssl.SSLSocket)
+        self._split_timeouts = False
+        if self._kernel_timeouts:
+            sock.settimeout(None)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(config.read_timeout))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(config.write_timeout))
+            recv = self._recv_kernel_timed
+        else:
+            sock.settimeout(self._timeout)
+            # One socket timeout serves reads and writes unless they differ.
+            self._split_timeouts = config.read_timeout != config.write_timeout
+            recv = self._timed_recv if self._split_timeouts else sock.recv
         self.rfile = SocketReader(recv)
         self.wfile = _SocketWriter(sock)
         self.close_connection = False
@@ -137,11 +159,18 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
         bytes arrive.
         """
         self.waiting = False
+        rfile = self.rfile
+        pending = self._pending
         try:
             while not self.close_connection and not self.waiting:
                 self.handle_one_request()
                 if self.server.stopping:
                     self.close_connection = True
+                elif not rfile.buffered() and not (pending is not None and pending()):
+                    # Nothing pipelined: wait in the selector, which reports the
+                    # next request at once if it is already in the socket (TLS
+                    # bytes already decrypted it cannot see: they are read here).
+                    self.waiting = True
         except (ConnectionError, TimeoutError):
             self.close_connection = True
 
@@ -166,10 +195,9 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
     def read_head(self) -> RequestHead | None:
         """The next request head, or None: closed (``close_connection``) or not all here yet.
 
-        Never blocks for long: before each read it waits at most a short linger
-        for bytes (none at all when other connections are waiting for a
-        worker), and otherwise sets ``self.waiting`` so the server parks the
-        connection until more bytes arrive.
+        Never blocks: it reads only what has arrived, and otherwise sets
+        ``self.waiting`` so the server parks the connection until more bytes
+        arrive.
         """
         reader = self.rfile
         limits = self.server.limits
@@ -178,7 +206,7 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
             # its header_timeout starts now, not when those bytes arrived.
             self._head_started = time.monotonic()
         while True:
-            head = take_head(reader, limits, self._scanned)
+            head = take_head(reader, limits, self._scanned) if reader.buffered() else None
             if head is not None:
                 self._head_pending = False
                 self._scanned = 0
@@ -187,22 +215,25 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
                 self.close_connection = True
                 return None
             self._scanned = reader.buffered()
-            if not self.ready(self.server.linger_time()) or not self._fill():
+            if not self._fill():
                 # Wait in the selector; a partial head stays in the buffer.
                 self._head_pending = bool(reader.buffered())
                 self.waiting = True
                 return None
 
     def _fill(self) -> bool:
-        """Read what has arrived into ``rfile`` (the socket is readable); False if nothing was."""
+        """Read what has arrived into ``rfile``, never waiting; False if nothing had."""
         reader = self.rfile
         if not reader.buffered():
             self._head_started = time.monotonic()
-        if self._pending is None:
-            reader.fill()  # poll() said readable: recv returns at once
+        if self._kernel_timeouts:
+            try:
+                reader.fill(self._recv_nowait)
+            except (BlockingIOError, InterruptedError):
+                return False
             return True
-        # TLS: a readable socket may hold only part of a record, and a blocking
-        # recv would then wait for the rest under read_timeout, not header_timeout.
+        # With Python's timeouts a recv first waits for bytes under it (and for
+        # TLS, a readable socket may hold only part of a record): without one.
         sock = self.connection
         sock.settimeout(0.0)
         try:
@@ -243,6 +274,8 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
             return
         if head is None:
             return
+        if self.server.observers:
+            self.server.note_request()
         self.requests_served += 1
         self.head = head
         self.raw_requestline = head.raw_request_line
@@ -297,7 +330,7 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
         writer = self._writer
         if writer is not None and writer.headers_sent:
             return
-        self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self._send(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def open_input(self, head: RequestHead) -> InputStream:
         """The ``wsgi.input`` for this request, from its framing; may refuse it (413 …)."""
@@ -405,7 +438,21 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
     def send_head(
         self, status_code: int, reason: str, headers: list[tuple[str, str]], body: bytes
     ) -> None:
-        """Status line and headers through ``send_response_only``/``send_header``, one write."""
+        """Status line and headers as ``send_response_only``/``send_header`` make them, one write.
+
+        Unless a subclass overrides one of those two, the same bytes are made
+        here in one go (the stock methods cost a call and an encode per line).
+        """
+        cls = type(self)
+        if (
+            cls.send_header is BaseHTTPRequestHandler.send_header
+            and cls.send_response_only is BaseHTTPRequestHandler.send_response_only
+        ):
+            lines = [f"{name}: {value}\r\n" for name, value in headers]
+            text = f"{self.protocol_version} {status_code} {reason}\r\n{''.join(lines)}\r\n"
+            head = text.encode("latin-1", "strict")
+            self._send(head + body if body else head)
+            return
         self.send_response_only(status_code, reason)
         for name, value in headers:
             self.send_header(name, value)
@@ -414,20 +461,38 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
         if body:
             buffer.append(body)
         self._headers_buffer = []
-        if self._split_timeouts:
-            self._set_timeout(self.server.config.write_timeout)
-        self.wfile.write(b"".join(buffer))
+        self._send(b"".join(buffer))
 
     def send_body(self, data: bytes) -> None:
-        if self._split_timeouts:
-            self._set_timeout(self.server.config.write_timeout)
-        self.wfile.write(data)
+        self._send(data)
 
     def send_file(self, file: Any, offset: int, count: int) -> int:
+        sock = self.connection
+        if self._kernel_timeouts:
+            # socket.sendfile waits without limit on a blocking socket.
+            sock.settimeout(self.server.config.write_timeout)
+            try:
+                sent: int = sock.sendfile(file, offset, count)
+            finally:
+                sock.settimeout(None)
+            return sent
         if self._split_timeouts:
             self._set_timeout(self.server.config.write_timeout)
-        sent: int = self.connection.sendfile(file, offset, count)
+        sent = sock.sendfile(file, offset, count)
         return sent
+
+    def _send(self, data: bytes) -> None:
+        """All of ``data`` to the client, under the write timeout (``TimeoutError``)."""
+        if self._kernel_timeouts:
+            try:
+                self.connection.sendall(data)
+            except BlockingIOError:
+                # SO_SNDTIMEO passed: the client stopped reading.
+                raise TimeoutError("timed out writing to the client") from None
+            return
+        if self._split_timeouts:
+            self._set_timeout(self.server.config.write_timeout)
+        self.connection.sendall(data)
 
     # -- timeouts ---------------------------------------------------------------------------
 
@@ -435,6 +500,18 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
         if self._timeout != seconds:
             self.connection.settimeout(seconds)
             self._timeout = seconds
+
+    def _recv_nowait(self, size: int) -> bytes:
+        data: bytes = self.connection.recv(size, socket.MSG_DONTWAIT)
+        return data
+
+    def _recv_kernel_timed(self, size: int) -> bytes:
+        """``recv`` on a blocking socket with SO_RCVTIMEO: its EAGAIN is a timeout."""
+        try:
+            data: bytes = self.connection.recv(size)
+        except BlockingIOError:
+            raise TimeoutError("timed out reading from the client") from None
+        return data
 
     def _timed_recv(self, size: int) -> bytes:
         """``recv`` under the read timeout (used when reads and writes have different ones)."""
@@ -456,6 +533,8 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
             self.requestline = line.decode("latin-1")
         if exc.method and not self.command:
             self.command = exc.method  # a refused HEAD still gets no body
+        if self.server.observers:
+            self.server.note_request()
         self.send_error(exc.status, exc.reason, extra_headers=exc.headers)
         self.linger_on_close = True
 

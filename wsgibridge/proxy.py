@@ -697,11 +697,15 @@ def apply_forwarded(environ: dict[str, Any], trusted: TrustedProxies) -> None:
     """Rewrite the environ from forwarding headers when REMOTE_ADDR is trusted; otherwise
     delete every FORWARDING_KEYS entry from the environ so the app can never be fooled."""
     peer = environ.get("REMOTE_ADDR", "")
+    present = not FORWARDING_KEYS.isdisjoint(environ)  # the common case: none at all
     if not isinstance(peer, str) or peer not in trusted:
-        for key in FORWARDING_KEYS:
-            environ.pop(key, None)
+        if present:
+            for key in FORWARDING_KEYS:
+                environ.pop(key, None)
         return
     environ[PROXY_PEER_KEY] = peer
+    if not present:
+        return
     if any(_field(environ, key) is not None for key in _X_FORWARDED_KEYS):
         # X-Forwarded-* is what every common proxy sets: a Forwarded field
         # beside it was passed through from the client.

@@ -46,8 +46,9 @@ class LiveServer(BackgroundServer):
 
             app = self.lint = LintMiddleware(app, report=self.lint_violations.append)
         super().__init__(app, **options)
-        self.requests = RequestLog()
-        self.server.observers.append(self.requests)
+        server = self.server
+        self.requests = RequestLog(lambda: server.requests_begun)
+        server.observers.append(self.requests)
         self.ca_file: str | None = None
 
 

@@ -61,12 +61,14 @@ class SocketReader:
             self._buffer = b""
             self._pos = 0
 
-    def fill(self) -> int:
+    def fill(self, recv: Callable[[int], bytes] | None = None) -> int:
         """One ``recv`` of whatever is available into the buffer; 0 at end-of-file.
 
-        Blocks until at least one byte arrives, under the socket's timeout.
+        Blocks until at least one byte arrives, under the socket's timeout;
+        ``recv`` replaces the reader's own for this call (a non-blocking one
+        raises ``BlockingIOError`` when nothing has arrived).
         """
-        data = self._recv(RECV_SIZE)
+        data = (recv or self._recv)(RECV_SIZE)
         if not data:
             self.eof = True
             return 0

@@ -2,28 +2,27 @@
 
 Strategy.  ``WSGIServer`` binds every listening socket when it is made (port
 0 gives a real port at once).  ``serve_forever`` runs the *reactor* in the
-calling thread: one selector over the listeners, a wake-up socket and every
-*parked* connection.  A connection is parked when it has nothing to do -
-idle between keep-alive requests, or waiting for the rest of a slowly sent
-request head - so idle clients hold a file descriptor, never a thread.
-When a parked connection becomes readable, the reactor hands it to the
-:class:`~wsgibridge.pool.WorkerPool`; the worker serves every request that
-is ready on it (``WSGIRequestHandler.handle``) and parks it again.
-
-A worker that has just answered lingers a moment for the next request on
-the same connection before parking it, unless other connections are queued
-for a worker: a busy keep-alive client then costs one thread switch per
-request instead of two, and a waiting client is never held up by one that
-lingers.
+calling thread: one selector over the listeners, a wake-up socket and the
+lingering connections, and the timers.  A connection is *parked* when it has
+nothing to do - new, idle between keep-alive requests, or waiting for the
+rest of a slowly sent request head - so idle clients hold a file descriptor,
+never a thread.  Parked connections wait in a :mod:`~wsgibridge.ready`
+source that the :class:`~wsgibridge.pool.WorkerPool`'s threads wait on
+themselves: when one becomes readable, a worker claims it, serves every
+request that is ready on it (``WSGIRequestHandler.handle``) and parks it
+again, then takes the next ready one without blocking.  A stream of small
+requests on many connections is so served by one thread back to back; the
+reactor only steps in (``WorkerPool.watch``) when work waits behind workers
+that are all busy with long requests.
 
 States of a connection (``_Conn.state``), and who moves it::
 
-    ACTIVE --(worker: nothing ready)--> PARKED --(reactor: readable)--> ACTIVE
-    ACTIVE --(worker: done)--> LINGERING --(reactor: EOF / 2 s / 1 MiB)--> closed
-    PARKED --(reactor: deadline)--> closed
+    ACTIVE --(worker: nothing ready)--> PARKED --(worker: readable)--> ACTIVE
+    ACTIVE --(worker: done)--> LINGERING --(reactor: EOF / 5 s / 64 MiB)--> closed
+    PARKED --(reactor: deadline, or stopping)--> closed
 
-Only the reactor takes a connection out of PARKED, so a readiness event and
-a deadline can never both act on it.
+A connection leaves PARKED only through ``_claim``, under a lock, so a
+readiness event and a deadline can never both act on it.
 
 Stopping (:meth:`WSGIServer.stop`): the listeners close at once, parked
 connections close at once, requests in flight finish and their responses
@@ -64,15 +63,12 @@ from .listen import (
 )
 from .pool import WorkerPool
 from .proxy import MAX_PROXY_LINE, TrustedProxies, parse_proxy_v1
+from .ready import EpollSource, QueueSource
 from .response import WSGIApp
 from .tls import PLAIN_HTTP_RESPONSE, handshake, looks_like_plain_http, make_ssl_context
 
 log = logging.getLogger("wsgibridge.server")
 
-# How long a worker waits on its connection for the next request before
-# parking it: long enough for a client on the same host or LAN to send its
-# next request, short enough that a worker is never tied up.
-LINGER_FOR_NEXT_REQUEST = 0.002
 # After a refusal (or a body we would not read), how long and how much of
 # the client's remaining upload is read and discarded before closing, so the
 # kernel does not answer those bytes with a RST that destroys our response
@@ -92,6 +88,9 @@ ACCEPT_BATCH = 64
 ACCEPT_BACKOFF = 0.1
 
 ACTIVE, PARKED, LINGERING, CLOSED = "active", "parked", "lingering", "closed"
+# epoll where there is one (Linux); elsewhere poll() in the reactor, which hands
+# ready parked connections to the workers (tests switch it off to cover that).
+USE_EPOLL = hasattr(select, "epoll")
 # Attempts of _open on the bytes at hand before the connection is parked.
 OPEN_STEPS = 8
 
@@ -115,6 +114,7 @@ class _Conn:
         "fd",
         "generation",
         "handler",
+        "in_source",
         "linger_bytes",
         "proxy_line",
         "proxy_peer",
@@ -134,7 +134,8 @@ class _Conn:
         self.handler: WSGIRequestHandler | None = None
         self.state = ACTIVE
         self.generation = 0  # bumped on every park, so a stale deadline is ignored
-        self.registered = False
+        self.registered = False  # in the reactor's poller
+        self.in_source = False  # in the workers' EpollSource
         self.linger_bytes = 0
 
 
@@ -147,7 +148,7 @@ class _Poller:
     """
 
     def __init__(self, wake: Callable[[], None]) -> None:
-        self._epoll = select.epoll() if hasattr(select, "epoll") else None
+        self._epoll = select.epoll() if USE_EPOLL else None
         self._poll = None if self._epoll is not None else select.poll()
         self._pending: list[tuple[int, bool]] = []
         self._wake = wake
@@ -157,8 +158,10 @@ class _Poller:
         if self._epoll is not None:
             self._epoll.register(fd, select.EPOLLIN)
         else:
-            assert self._poll is not None
-            self._poll.register(fd, select.POLLIN)
+            # Queued like every other change, so that a removal still queued
+            # cannot undo it.
+            with self._lock:
+                self._pending.append((fd, True))
 
     def remove(self, fd: int) -> None:
         try:
@@ -265,6 +268,11 @@ class WSGIServer:
         # Called with an AccessRecord after every request (the pytest plugin's
         # request log uses this); add before serving, from any thread.
         self.observers: list[Callable[[AccessRecord], None]] = []
+        # Requests begun, counted only while there are observers: a request's
+        # record is made after its response is sent, so an observer that is
+        # read by the client (the plugin's request log) waits for this count.
+        self.requests_begun = 0
+        self._begun_lock = threading.Lock()
         # A plain flag, not an Event: it is set from signal handlers, which
         # must take no lock (the interrupted code may hold it).
         self._stopping = False
@@ -307,7 +315,13 @@ class WSGIServer:
         self._listener_fds = {listener.fileno(): listener for listener in self.listeners}
         self._listener_lock = threading.RLock()  # re-entered by a signal handler
         self._poller = _Poller(self._wake)
-        self._pool = WorkerPool(config.threads)
+        # Parked connections: in an epoll the workers wait on themselves, or
+        # (without epoll) in the reactor's poller, which hands them over.
+        self._source: EpollSource | QueueSource = EpollSource() if USE_EPOLL else QueueSource()
+        # Taken for every change of a parked connection's state: a worker
+        # woken for it and the reactor expiring it may both try.
+        self._state_lock = threading.Lock()
+        self._pool = WorkerPool(config.threads, self._source, self._serve_fd, self._wake)
 
     # -- facts -----------------------------------------------------------------------
 
@@ -345,11 +359,10 @@ class WSGIServer:
             return str(name), str(port)
         return "localhost", "443" if self.ssl_context else "80"
 
-    def linger_time(self) -> float:
-        """How long a worker may wait on its connection for the next bytes (0: don't)."""
-        if self._stopping or self._pool.has_waiting_work():
-            return 0.0
-        return LINGER_FOR_NEXT_REQUEST
+    def note_request(self) -> None:
+        """Count a request that will be recorded (called by the handler, with observers only)."""
+        with self._begun_lock:
+            self.requests_begun += 1
 
     @property
     def open_connections(self) -> int:
@@ -389,9 +402,8 @@ class WSGIServer:
                             if conn is None:
                                 continue
                             poller.disarm_fired(fd)
-                            if conn.state == PARKED:
-                                conn.state = ACTIVE
-                                self._pool.submit(self._serve, conn)
+                            if conn.state == PARKED and isinstance(self._source, QueueSource):
+                                self._source.put(fd)  # a worker claims it
                             elif conn.state == LINGERING:
                                 self._discard(conn)
                     except Exception:
@@ -432,6 +444,9 @@ class WSGIServer:
         wake = timers[0][0] if timers else float("inf")
         if not self._accepting and self._resume_accepting_at:
             wake = min(wake, self._resume_accepting_at)
+        watch = self._pool.watch()  # wakes a worker for work stuck behind busy ones
+        if watch is not None:
+            wake = min(wake, time.monotonic() + watch)
         self._next_wake = wake
         if wake == float("inf"):
             return None
@@ -445,7 +460,7 @@ class WSGIServer:
             if conn.generation != generation:
                 continue  # parked again since, with a later deadline
             try:
-                if conn.state == PARKED:
+                if conn.state == PARKED and self._claim(conn, generation):
                     self._expire(conn)
                 elif conn.state == LINGERING:
                     self._forget(conn)
@@ -506,7 +521,8 @@ class WSGIServer:
             proxied = self.config.proxy_protocol and peer in self.trusted_proxies
             conn = _Conn(sock, address, proxied)
             self._conns[conn.fd] = conn
-            self._pool.submit(self._serve, conn)
+            # A worker takes it when its first bytes arrive.
+            self._park(conn, conn.accepted_at + self.config.header_timeout)
 
     def _stop_accepting(self) -> None:
         if self._accepting:
@@ -524,6 +540,20 @@ class WSGIServer:
                     pass
 
     # -- serving a connection (in a worker) ------------------------------------------------
+
+    def _claim(self, conn: _Conn, generation: int | None = None) -> bool:
+        """Take a parked connection (PARKED -> ACTIVE); False if someone else did first."""
+        with self._state_lock:
+            if conn.state != PARKED or (generation is not None and conn.generation != generation):
+                return False
+            conn.state = ACTIVE
+            return True
+
+    def _serve_fd(self, fd: int) -> None:
+        """A worker's job: the parked connection on ``fd`` has become readable."""
+        conn = self._conns.get(fd)
+        if conn is not None and self._claim(conn):
+            self._serve(conn)
 
     def _serve(self, conn: _Conn) -> None:
         handler = conn.handler
@@ -570,7 +600,7 @@ class WSGIServer:
                 handler = self.handler_class(conn.sock, conn.address, self)
                 handler.proxy_peer = conn.proxy_peer
                 return handler
-            if not _readable(conn.sock, self.linger_time()):
+            if not _readable(conn.sock, 0.0):
                 break
         self._park(conn, deadline)
         return None
@@ -656,16 +686,30 @@ class WSGIServer:
             self._close(conn)
 
     def _park(self, conn: _Conn, deadline: float) -> None:
+        """Wait, holding no thread, for bytes on ``conn`` (a worker takes it) or ``deadline``."""
         conn.generation += 1
         conn.state = PARKED
         self._add_timer(deadline, conn)
         try:
-            self._poller.arm(conn)
+            source = self._source
+            if isinstance(source, EpollSource):
+                registered = conn.in_source
+                # Marked first: the event can fire, and a worker park the
+                # connection again, before arm() has even returned here.
+                conn.in_source = True
+                try:
+                    source.arm(conn.fd, registered)
+                except BaseException:
+                    conn.in_source = registered
+                    raise
+            else:
+                self._poller.arm(conn)
         except (OSError, ValueError):
-            self._close(conn)
-        if self._stopping and conn.state == PARKED:
+            if self._claim(conn):
+                self._close(conn)
+            return
+        if self._stopping and self._claim(conn):
             # Parked while the reactor was closing the idle ones: close it here.
-            conn.state = ACTIVE
             self._close(conn)
 
     def _expire(self, conn: _Conn) -> None:
@@ -707,6 +751,10 @@ class WSGIServer:
             except OSError:
                 pass
             else:
+                if conn.in_source:
+                    # From now on the reactor reads it, in its own poller.
+                    self._source.remove(conn.fd)
+                    conn.in_source = False
                 conn.generation += 1
                 conn.state = LINGERING
                 self._add_timer(time.monotonic() + CLOSE_LINGER_SECONDS, conn)
@@ -756,6 +804,8 @@ class WSGIServer:
             self._lock.notify_all()
         if conn.registered:
             self._poller.remove(conn.fd)
+        if conn.in_source:
+            self._source.remove(conn.fd)
         conn.handler = None  # a stale timer entry must not keep the request alive
         try:
             conn.sock.close()
@@ -766,15 +816,15 @@ class WSGIServer:
 
     def _drop(self, conn: _Conn | None) -> None:
         """Close a connection the reactor holds after an unexpected error on it."""
-        if conn is not None and conn.state in (PARKED, LINGERING):
-            conn.state = ACTIVE
+        if conn is None:
+            return
+        if conn.state == LINGERING or self._claim(conn):
             self._forget(conn)
 
     def _close_idle(self) -> None:
         """Close every parked and lingering connection (the reactor, when it stops)."""
         for conn in list(self._conns.values()):
-            if conn.state in (PARKED, LINGERING):
-                conn.state = ACTIVE
+            if conn.state == LINGERING or self._claim(conn):
                 self._forget(conn)
 
     # -- stopping --------------------------------------------------------------------
@@ -855,6 +905,7 @@ class WSGIServer:
             self._forget(conn)
         self._close_listeners()
         self._poller.close()
+        self._source.close()
         self._wake_r.close()
         self._wake_w.close()
         self._closed = True

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -58,12 +59,24 @@ class RecordedRequest:
         return ", ".join(values) if values else default
 
 
-class RequestLog:
-    """The requests a server answered, in order (thread-safe; an observer of the server)."""
+# How long reading a RequestLog waits for requests already begun to be recorded.
+SETTLE_TIMEOUT = 1.0
 
-    def __init__(self) -> None:
+
+class RequestLog:
+    """The requests a server answered, in order (thread-safe; an observer of the server).
+
+    A request is recorded just after its response is sent, so a client can
+    have its response before the record exists.  With ``begun`` (the
+    server's count of requests begun), reading the log first waits, up to
+    :data:`SETTLE_TIMEOUT`, until every request begun is recorded.
+    """
+
+    def __init__(self, begun: Callable[[], int] | None = None) -> None:
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
+        self._begun = begun
+        self._cleared = 0  # records dropped by clear(), still counted as begun
 
     def __call__(self, record: AccessRecord) -> None:
         with self._lock:
@@ -73,17 +86,23 @@ class RequestLog:
         return iter(self.snapshot())
 
     def __len__(self) -> int:
-        return len(self._requests)
+        return len(self.snapshot())
 
     def __getitem__(self, index: int) -> RecordedRequest:
         return self.snapshot()[index]
 
     def snapshot(self) -> list[RecordedRequest]:
+        begun = self._begun
+        if begun is not None:
+            deadline = time.monotonic() + SETTLE_TIMEOUT
+            while len(self._requests) + self._cleared < begun() and time.monotonic() < deadline:
+                time.sleep(0.001)
         with self._lock:
             return list(self._requests)
 
     def clear(self) -> None:
         with self._lock:
+            self._cleared += len(self._requests)
             self._requests.clear()
 
 
