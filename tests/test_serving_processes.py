@@ -876,3 +876,29 @@ def test_idle_keepalive_connection_is_closed_after_keepalive_timeout(launch: Lau
     closed = time.monotonic() - answered
     print(f"--keepalive-timeout 0.5: idle connection closed after {closed * 1000:.0f} ms")
     assert 0.4 <= closed < 2.0
+
+
+def test_the_command_line_raises_a_low_open_file_limit_to_fit_its_connections(
+    tmp_path: Path,
+) -> None:
+    """A soft RLIMIT_NOFILE of 1024 (a common default) cannot hold the default 4096
+    connections; the CLI raises it towards the hard limit (an embedded server would not)."""
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 2048:
+        pytest.skip(f"the hard open-file limit is only {hard}")
+    script = tmp_path / "limit.py"
+    script.write_text(
+        "import resource\n"
+        "from wsgibridge.server import raise_descriptor_limit\n"
+        "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (512, hard))\n"
+        "raise_descriptor_limit(4096)\n"
+        "print(resource.getrlimit(resource.RLIMIT_NOFILE)[0])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=30, check=True
+    )
+    expected = 4096 + 256 if hard == resource.RLIM_INFINITY else min(4096 + 256, hard)
+    assert int(out.stdout) == expected

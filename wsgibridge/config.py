@@ -68,7 +68,7 @@ class Config:
         ),
     )
     connection_limit: int = field(
-        default=1000,
+        default=4096,
         metadata=_opt(
             "Most open connections, busy and idle; beyond it new clients wait in the"
             " listen backlog."

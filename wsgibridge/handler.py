@@ -136,8 +136,7 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
         # server then half-closes and discards them for a moment before closing,
         # so that a kernel RST does not destroy our last response (server.py).
         self.linger_on_close = False
-        self._poll = select.poll()
-        self._poll.register(sock, select.POLLIN)
+        self._poll: Any = None  # a select.poll for ready(), made on first use
         # For TLS, bytes already decrypted but not read are invisible to poll().
         self._pending: Any = getattr(sock, "pending", None)
         self.server_name, self.server_port = self.server.local_address(sock)
@@ -181,7 +180,11 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
         """
         if self._pending is not None and self._pending():
             return True  # TLS bytes already decrypted are invisible to poll()
-        return bool(self._poll.poll(timeout * 1000))
+        poller = self._poll
+        if poller is None:
+            poller = self._poll = select.poll()
+            poller.register(self.connection, select.POLLIN)
+        return bool(poller.poll(timeout * 1000))
 
     def deadline(self) -> float:
         """When a parked connection is closed if nothing more arrives (``time.monotonic``)."""

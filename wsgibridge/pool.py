@@ -43,6 +43,9 @@ STUCK_AFTER = 0.001
 # windows of at least CPU_WINDOW seconds.
 CPU_BOUND_SHARE = 0.7
 CPU_WINDOW = 0.01
+# After the last job started, how long watch() goes on being called (so a busy
+# but not saturated server does not wake the reactor for every request).
+WATCH_GRACE = 0.1
 # How often watch() looks while the process is CPU-bound: another thread would
 # only share the GIL then, so a long job is given more time before company
 # (as long as CPython's own switch interval), and the looking costs less.
@@ -227,7 +230,8 @@ class WorkerPool:
         now = time.monotonic()
         with self._lock:
             busy = any(self._since)
-            if self._stopped or (self._leading and not busy):
+            idle = self._leading and not busy and now - self._last_start >= WATCH_GRACE
+            if self._stopped or idle:
                 self._watched = False
                 self._cpu_bound = False
                 self._window = (0.0, 0.0)

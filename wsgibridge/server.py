@@ -140,11 +140,12 @@ class _Conn:
 
 
 class _Poller:
-    """Readiness for many sockets, armed from any thread (epoll ``EPOLLONESHOT``).
+    """The reactor's readiness: listeners, the wake-up socket, lingering connections.
 
-    Workers arm a connection when they park it; the kernel disarms it when it
-    fires, so each readiness event hands the connection to exactly one worker.
-    Where epoll does not exist, arming goes through the reactor (``wake``).
+    Connections are armed one-shot (epoll ``EPOLLONESHOT``) from any thread: a
+    worker arms one when it closes it lingeringly, the reactor again after
+    each slice it discards.  Without epoll the parked connections are here
+    too, and arming goes through the reactor (``wake``), which polls.
     """
 
     def __init__(self, wake: Callable[[], None]) -> None:
@@ -474,8 +475,10 @@ class WSGIServer:
     def _add_timer(self, deadline: float, conn: _Conn) -> None:
         """Post a deadline for the reactor (from any thread; only the reactor owns the heap)."""
         self._posted.append((deadline, next(self._sequence), conn.generation, conn))
-        if deadline < self._next_wake:
-            self._wake()  # the reactor would sleep past it, or is computing: tell it
+        if deadline < self._next_wake and threading.get_ident() != self._loop_thread:
+            # The reactor would sleep past it, or is computing: tell it.  (The
+            # reactor itself takes the deadline in before it next sleeps.)
+            self._wake()
 
     def _wake(self) -> None:
         try:
@@ -804,8 +807,8 @@ class WSGIServer:
             self._lock.notify_all()
         if conn.registered:
             self._poller.remove(conn.fd)
-        if conn.in_source:
-            self._source.remove(conn.fd)
+        # (An fd in the workers' epoll leaves it when the socket closes below:
+        # the descriptor is never duplicated.)
         conn.handler = None  # a stale timer entry must not keep the request alive
         try:
             conn.sock.close()
@@ -992,6 +995,35 @@ def _config(config: Config | None, host: str | None, port: int | None, options: 
     return base.replace(**options) if options else base
 
 
+# Descriptors a process needs beyond its connections (listeners, epolls,
+# wake-up sockets, log files, the app's own files and database sockets).
+SPARE_DESCRIPTORS = 256
+
+
+def raise_descriptor_limit(connections: int) -> None:
+    """Raise the soft RLIMIT_NOFILE towards the hard one, so ``connections`` fit (``serve`` only).
+
+    Many systems start processes with a soft limit of 1024, fewer than the
+    default connection limit; like nginx's ``worker_rlimit_nofile``, the
+    command line asks for what it needs.  Embedded servers leave the host
+    program's limits alone.
+    """
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = connections + SPARE_DESCRIPTORS
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return
+    new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if new > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+        except (OSError, ValueError):
+            log.warning("cannot raise the open file limit from %d to %d", soft, new)
+
+
 def serve(
     app: WSGIApp,
     host: str | None = None,
@@ -1011,6 +1043,7 @@ def serve(
     called).
     """
     config = _config(config, host, port, options)
+    raise_descriptor_limit(config.connection_limit)
     if config.workers > 1:
         from .prefork import serve_prefork
 
