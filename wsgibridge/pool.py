@@ -14,12 +14,14 @@ for every request spends more time handing the GIL to and fro than serving
 * a worker that finishes a job takes the next ready descriptor itself,
   without blocking, so a stream of small requests on many connections is
   served by one thread back to back, with no thread switch at all;
-* a job that takes long must not hold up the work behind it: while any
-  worker is busy, the server's reactor calls :meth:`watch` every
-  :data:`STUCK_AFTER` seconds, and if work is waiting, nobody leads and no
-  job has started for that long, one sleeping worker is woken.  Workers
-  blocked in slow applications thus gain company within a millisecond each,
-  up to the pool's size;
+* work must not wait behind busy workers while the CPU has time to spare:
+  while any worker is busy, the server's reactor calls :meth:`watch` every
+  :data:`STUCK_AFTER` seconds, and if work is waiting and nobody leads, one
+  sleeping worker is woken - at once if the process is not using most of a
+  CPU (the busy workers wait on sockets, a database…), else once no job has
+  started for that long.  Workers blocked in slow applications or slow
+  clients thus gain company within a millisecond each, up to the pool's
+  size;
 * and extra workers go back to sleep when they only compete for the GIL: a
   worker whose job was short goes to sleep while another worker is awake
   and the process is already using most of a CPU (``watch`` measures it).
@@ -243,10 +245,13 @@ class WorkerPool:
                 if started:
                     self._cpu_bound = cpu - cpu_then >= CPU_BOUND_SHARE * (now - started)
                 self._window = (now, cpu)
+            # Work waits and nobody leads: another worker helps if the process
+            # has CPU to spare (the busy ones wait on sockets, a database…),
+            # or, CPU-bound, once no job has started for STUCK_AFTER.
             stranded = (
                 not self._leading
                 and self._sleepers
-                and now - self._last_start >= STUCK_AFTER
+                and (not self._cpu_bound or now - self._last_start >= STUCK_AFTER)
                 and self._source.pending()
             )
             if stranded:
