@@ -122,8 +122,8 @@ def test_idle_and_half_sent_requests_leave_the_only_worker_free(serve: ServerFac
 
 
 def test_busy_keepalive_clients_share_one_worker_fairly(serve: ServerFactory) -> None:
-    """A worker lingers for the next request only while nobody else waits for a worker:
-    a client hammering keep-alive requests never starves another."""
+    """With one worker, a client hammering keep-alive requests never starves another:
+    the worker takes whichever connection is ready next, never sticking to one."""
     server = serve(simple_app(), threads=1)
     stop = threading.Event()
     served = [0]
