@@ -4,16 +4,59 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import trustme
 
 from wsgibridge import WSGIServer, make_server
 from wsgibridge.response import WSGIApp
 
 pytest_plugins = ["pytester"]  # tests/test_pytest_plugin.py runs pytest on example suites
+
+
+def can_bind(host: str, *, dual_stack: bool = False) -> bool:
+    """Whether a TCP socket can be bound to ``host`` here (``::1`` needs IPv6 loopback)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    if family == socket.AF_INET6 and not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            if dual_stack:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            probe.bind((host, 0))
+    except OSError:
+        return False
+    return True
+
+
+needs_ipv6 = pytest.mark.skipif(not can_bind("::1"), reason="cannot bind ::1 here")
+needs_unix = pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no AF_UNIX")
+needs_dual_stack = pytest.mark.skipif(
+    not can_bind("::", dual_stack=True), reason="no dual-stack IPv6 socket here"
+)
+
+
+@pytest.fixture(scope="module")
+def authority() -> tuple[trustme.CA, trustme.LeafCert, trustme.LeafCert]:
+    """Throwaway PKI: a CA, a server certificate for 127.0.0.1/::1/localhost, a client one."""
+    ca = trustme.CA(organization_name="Example CA")
+    server = ca.issue_cert("127.0.0.1", "::1", "localhost")
+    client = ca.issue_cert(
+        "client@example.org",
+        common_name="client",
+        organization_name="Example",
+        organization_unit_name="Dev",
+    )
+    return ca, server, client
+
+
+def der_of(cert: trustme.LeafCert) -> bytes:
+    """A certificate's DER bytes (what ``getpeercert(binary_form=True)`` gives)."""
+    return ssl.PEM_cert_to_DER_cert(cert.cert_chain_pems[0].bytes().decode("ascii"))
 
 
 @contextlib.contextmanager

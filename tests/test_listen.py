@@ -31,23 +31,10 @@ from wsgibridge.listen import (
     systemd_listeners,
 )
 
+from .conftest import needs_ipv6, needs_unix
+
 ROOT = Path(__file__).resolve().parent.parent
 BACKLOG = 8
-
-
-def _ipv6_loopback() -> bool:
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-needs_ipv6 = pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback here")
-needs_unix = pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no AF_UNIX")
 
 
 # -- fixtures and helpers --------------------------------------------------------------

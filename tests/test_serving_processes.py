@@ -33,7 +33,14 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import RawResponse, ResponseReader
+from .conftest import (
+    RawResponse,
+    ResponseReader,
+    can_bind,
+    needs_dual_stack,
+    needs_ipv6,
+    needs_unix,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -83,25 +90,6 @@ SIGNAL_IDS = ["SIGTERM", "SIGINT"]
 # -- what this machine can do ----------------------------------------------------------------
 
 
-def _can_bind(host: str, *, dual_stack: bool = False) -> bool:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    if family == socket.AF_INET6 and not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            if dual_stack:
-                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-            probe.bind((host, 0))
-    except OSError:
-        return False
-    return True
-
-
-needs_ipv6 = pytest.mark.skipif(not _can_bind("::1"), reason="cannot bind ::1 here")
-needs_dual_stack = pytest.mark.skipif(
-    not _can_bind("::", dual_stack=True), reason="no dual-stack IPv6 socket here"
-)
-needs_unix = pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no AF_UNIX")
 needs_proc = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc")
 needs_curl = pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
 
@@ -554,7 +542,7 @@ def test_dual_stack_host_answers_ipv4_clients(launch: Launcher) -> None:
     host, port = address
     assert host == "::"
     assert launch.get(("127.0.0.1", port)).status == 200
-    if _can_bind("::1"):
+    if can_bind("::1"):
         assert launch.get(("::1", port)).status == 200
 
 

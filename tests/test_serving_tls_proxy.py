@@ -46,7 +46,15 @@ import trustme
 from wsgibridge import WSGIRequestHandler, WSGIServer, make_server
 from wsgibridge.tls import PLAIN_HTTP_RESPONSE
 
-from .conftest import RawResponse, ResponseReader, ServerFactory, connect, recv_all
+from .conftest import (
+    RawResponse,
+    ResponseReader,
+    ServerFactory,
+    connect,
+    der_of,
+    needs_ipv6,
+    recv_all,
+)
 
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
@@ -72,19 +80,6 @@ class Certs:
     client_file: str  # the client's key and chain in one PEM (requests' ``cert=``)
 
 
-@pytest.fixture(scope="module")
-def authority() -> tuple[trustme.CA, trustme.LeafCert, trustme.LeafCert]:
-    ca = trustme.CA(organization_name="Example CA")
-    server = ca.issue_cert("127.0.0.1", "::1", "localhost")
-    client = ca.issue_cert(
-        "client@example.org",
-        common_name="client",
-        organization_name="Example",
-        organization_unit_name="Dev",
-    )
-    return ca, server, client
-
-
 @pytest.fixture
 def certs(
     authority: tuple[trustme.CA, trustme.LeafCert, trustme.LeafCert], tmp_path: Path
@@ -106,24 +101,6 @@ def client_context(certs: Certs, *, client_cert: bool = False) -> ssl.SSLContext
     if client_cert:
         context.load_cert_chain(certs.client_file)
     return context
-
-
-def der_of(cert: trustme.LeafCert) -> bytes:
-    return ssl.PEM_cert_to_DER_cert(cert.cert_chain_pems[0].bytes().decode("ascii"))
-
-
-def _has_ipv6_loopback() -> bool:
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-needs_ipv6 = pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback here")
 
 
 # -- apps and probes ------------------------------------------------------------------------

@@ -26,6 +26,8 @@ from wsgibridge.tls import (
     tls_environ,
 )
 
+from .conftest import der_of
+
 SOCKET_TIMEOUT = 7.0  # what the server sets on the socket before the handshake
 CLIENT_TIMEOUT = 5.0
 
@@ -42,19 +44,6 @@ class PKI:
     chain: str  # server chain alone
     key: str  # server key alone
     ca_file: str
-
-
-@pytest.fixture(scope="module")
-def authority() -> tuple[trustme.CA, trustme.LeafCert, trustme.LeafCert]:
-    ca = trustme.CA(organization_name="Example CA")
-    server = ca.issue_cert("127.0.0.1", "localhost")
-    client = ca.issue_cert(
-        "client@example.org",
-        common_name="client",
-        organization_name="Example",
-        organization_unit_name="Dev",
-    )
-    return ca, server, client
 
 
 @pytest.fixture
@@ -77,10 +66,6 @@ def client_context(pki: PKI, *, cert: trustme.LeafCert | None = None) -> ssl.SSL
     if cert is not None:
         cert.configure_cert(context)
     return context
-
-
-def der_of(cert: trustme.LeafCert) -> bytes:
-    return ssl.PEM_cert_to_DER_cert(cert.cert_chain_pems[0].bytes().decode("ascii"))
 
 
 # -- a one-connection TLS server in a thread ----------------------------------------------
