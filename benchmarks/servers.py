@@ -219,6 +219,16 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+def serve_until_interrupted(server: Any) -> None:
+    """``serve_forever`` until SIGTERM (turned into KeyboardInterrupt), then close."""
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
 def load_app(spec: str) -> Any:
     module, _, attr = spec.partition(":")
     return getattr(importlib.import_module(module), attr or "application")
@@ -239,12 +249,7 @@ def run_wsgiref(host: str, port: int, spec: str) -> None:
     server = make_server(
         host, port, load_app(spec), server_class=Server, handler_class=QuietHandler
     )
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    serve_until_interrupted(server)
 
 
 def run_werkzeug(host: str, port: int, spec: str) -> None:
@@ -252,12 +257,7 @@ def run_werkzeug(host: str, port: int, spec: str) -> None:
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     server = make_server(host, port, load_app(spec), threaded=True)
-    try:
-        server.serve_forever()  # returns on KeyboardInterrupt, closing the socket
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    serve_until_interrupted(server)
 
 
 def run_waitress(host: str, port: int, spec: str) -> None:
@@ -380,12 +380,7 @@ def run_bhrh(host: str, port: int, spec: str) -> None:
                 super().handle_error(request, client_address)
 
     server = Server((host, port), make_bhrh_handler(spec.partition(":")[2]))
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    serve_until_interrupted(server)
 
 
 LAUNCHERS: dict[str, Callable[[str, int, str], None]] = {

@@ -42,14 +42,13 @@ class Recorder:
 
 
 @pytest.fixture
-def pool_parts() -> Iterator[tuple[WorkerPool, QueueSource, Recorder, list[int]]]:
+def pool_parts() -> Iterator[tuple[WorkerPool, QueueSource, Recorder]]:
     source = QueueSource()
     recorder = Recorder()
-    wakes: list[int] = []
-    pool = WorkerPool(4, source, recorder, lambda: wakes.append(1), name="unit-worker")
+    pool = WorkerPool(4, source, recorder, lambda: None, name="unit-worker")
     pool.start()
     try:
-        yield pool, source, recorder, wakes
+        yield pool, source, recorder
     finally:
         for gate in recorder.blocking.values():
             gate.set()
@@ -65,10 +64,10 @@ def watch_until(pool: WorkerPool, done: threading.Event, limit: float = TIMEOUT)
 
 
 def test_a_burst_of_short_jobs_is_served_by_one_thread(
-    pool_parts: tuple[WorkerPool, QueueSource, Recorder, list[int]],
+    pool_parts: tuple[WorkerPool, QueueSource, Recorder],
 ) -> None:
     """Nobody calls watch(): no job is long, so no second thread is ever needed."""
-    _, source, recorder, _ = pool_parts
+    _, source, recorder = pool_parts
     for fd in range(100, 150):
         source.put(fd)
     recorder.wait_for(*range(100, 150))
@@ -76,10 +75,10 @@ def test_a_burst_of_short_jobs_is_served_by_one_thread(
 
 
 def test_work_behind_a_blocked_job_gets_another_worker(
-    pool_parts: tuple[WorkerPool, QueueSource, Recorder, list[int]],
+    pool_parts: tuple[WorkerPool, QueueSource, Recorder],
 ) -> None:
     """A job that blocks (an app waiting on a database) must not strand the next one."""
-    pool, source, recorder, _ = pool_parts
+    pool, source, recorder = pool_parts
     gate = recorder.blocking[1] = threading.Event()
     source.put(1)
     deadline = time.monotonic() + TIMEOUT
@@ -100,9 +99,9 @@ def test_work_behind_a_blocked_job_gets_another_worker(
 
 
 def test_blocked_jobs_gain_company_up_to_the_pool_size(
-    pool_parts: tuple[WorkerPool, QueueSource, Recorder, list[int]],
+    pool_parts: tuple[WorkerPool, QueueSource, Recorder],
 ) -> None:
-    pool, source, recorder, _ = pool_parts
+    pool, source, recorder = pool_parts
     gates = {fd: threading.Event() for fd in (1, 2, 3, 4)}
     recorder.blocking.update(gates)
     for fd in gates:
@@ -124,10 +123,10 @@ def test_blocked_jobs_gain_company_up_to_the_pool_size(
 
 
 def test_an_idle_pool_needs_no_watching(
-    pool_parts: tuple[WorkerPool, QueueSource, Recorder, list[int]],
+    pool_parts: tuple[WorkerPool, QueueSource, Recorder],
 ) -> None:
     """The reactor sleeps without a timeout when nothing runs (an idle server never ticks)."""
-    pool, source, recorder, _ = pool_parts
+    pool, source, recorder = pool_parts
     source.put(7)
     recorder.wait_for(7)
     deadline = time.monotonic() + TIMEOUT
@@ -140,7 +139,9 @@ def test_stop_ends_idle_threads_at_once() -> None:
     source = QueueSource()
     pool = WorkerPool(3, source, lambda fd: None, lambda: None, name="unit-stop")
     pool.start()
-    time.sleep(0.01)  # let them settle as leader and sleepers
+    deadline = time.monotonic() + TIMEOUT
+    while len(pool._sleepers) < 2 and time.monotonic() < deadline:
+        time.sleep(0.001)  # until they have settled as one leader and two sleepers
     started = time.perf_counter()
     assert pool.stop(TIMEOUT)
     assert time.perf_counter() - started < 1.0

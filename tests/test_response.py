@@ -156,6 +156,7 @@ def test_invalid_status(status: Any) -> None:
         [("X-A:", "v")],
         [("", "v")],
         [("X-A", b"bytes")],
+        [("X-A", ["not", "hashable"])],
         [(b"X-A", "v")],
         [("X-A", "v", "extra")],
         [["X-A", "v"]],

@@ -271,46 +271,40 @@ def read_until_closed(sock: socket.socket, timeout: float) -> bytes:
     return data
 
 
-def pid_alive(pid: int) -> bool:
-    """Whether a process (not a zombie) with this pid exists."""
+def proc_stat(pid: int | str) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (state, ppid, pgrp …)."""
     try:
         with open(f"/proc/{pid}/stat") as file:
-            fields = file.read().rpartition(")")[2].split()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return fields[0] != "Z"
+            return file.read().rpartition(")")[2].split()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+
+
+def all_proc_stats() -> Iterator[tuple[int, list[str]]]:
+    """(pid, stat fields) of every process in /proc."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = proc_stat(entry)
+            if fields is not None:
+                yield int(entry), fields
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process (not a zombie) with this pid exists."""
+    fields = proc_stat(pid)
+    return fields is not None and fields[0] != "Z"
 
 
 def children_of(pid: int) -> set[int]:
     """The pids whose parent is ``pid`` (from /proc)."""
-    found = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as file:
-                fields = file.read().rpartition(")")[2].split()
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            continue
-        if int(fields[1]) == pid:
-            found.add(int(entry))
-    return found
+    return {child for child, fields in all_proc_stats() if int(fields[1]) == pid}
 
 
 def group_members(pgid: int) -> set[int]:
     """The live pids in process group ``pgid`` (from /proc)."""
-    found = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as file:
-                fields = file.read().rpartition(")")[2].split()
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            found.add(int(entry))
-    return found
+    return {
+        member for member, fields in all_proc_stats() if int(fields[2]) == pgid and fields[0] != "Z"
+    }
 
 
 def worker_pids(launcher: Launcher, address: Address, count: int, timeout: float) -> set[int]:

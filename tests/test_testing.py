@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 import requests
 
-from wsgibridge.testing import StopableWSGIServer
+from wsgibridge.accesslog import AccessRecord
+from wsgibridge.testing import RequestLog, StopableWSGIServer
 
 webtest_http = pytest.importorskip("webtest.http")
 
@@ -118,3 +119,33 @@ def test_ours_starts_and_stops_much_faster() -> None:
 def test_unknown_waitress_options_are_refused_by_name() -> None:
     with pytest.raises(TypeError, match="asyncore_use_poll"):
         StopableWSGIServer.create(app, asyncore_use_poll=True)
+
+
+def _record(path: str, began: float, duration: float) -> AccessRecord:
+    return AccessRecord(
+        client="127.0.0.1",
+        remote_port="5000",
+        request_line=f"GET {path} HTTP/1.1",
+        method="GET",
+        path=path,
+        query="",
+        protocol="HTTP/1.1",
+        status=200,
+        bytes_sent=0,
+        duration=duration,
+        request_headers=(),
+        response_headers=(),
+        timestamp=began + duration,
+    )
+
+
+def test_the_request_log_keeps_the_order_requests_began_in() -> None:
+    """Two clients: the slow request began first but is recorded last."""
+    log = RequestLog()
+    log(_record("/fast", began=100.5, duration=0.1))
+    log(_record("/slow", began=100.0, duration=2.0))
+    log(_record("/last", began=103.0, duration=0.1))
+    assert [r.path for r in log] == ["/slow", "/fast", "/last"]
+    log.clear()
+    log(_record("/after", began=99.0, duration=0.1))
+    assert [r.path for r in log] == ["/after"]

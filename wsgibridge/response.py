@@ -159,7 +159,13 @@ def validate_headers(headers: object) -> list[tuple[str, str]]:
         )
     valid = _VALID_HEADERS
     for item in headers:
-        if type(item) is tuple and item in valid and type(item[0]) is str and type(item[1]) is str:
+        if (
+            type(item) is tuple
+            and len(item) == 2
+            and type(item[0]) is str
+            and type(item[1]) is str
+            and item in valid  # hashed only once known to be two strs
+        ):
             continue
         if not isinstance(item, tuple) or len(item) != 2:
             raise ResponseHeaderError(

@@ -14,6 +14,7 @@ A suite switches by changing one import::
 
 from __future__ import annotations
 
+import bisect
 import os
 import threading
 import time
@@ -64,7 +65,7 @@ SETTLE_TIMEOUT = 1.0
 
 
 class RequestLog:
-    """The requests a server answered, in order (thread-safe; an observer of the server).
+    """The requests a server answered, in the order they began (thread-safe; an observer).
 
     A request is recorded just after its response is sent, so a client can
     have its response before the record exists.  With ``begun`` (the
@@ -75,12 +76,18 @@ class RequestLog:
     def __init__(self, begun: Callable[[], int] | None = None) -> None:
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
+        self._began: list[float] = []  # when each recorded request began (sorted)
         self._begun = begun
         self._cleared = 0  # records dropped by clear(), still counted as begun
 
     def __call__(self, record: AccessRecord) -> None:
+        # In the order the requests began: two clients' requests can finish
+        # (and be recorded) in the other order.
+        began = record.timestamp - record.duration
         with self._lock:
-            self._requests.append(RecordedRequest.from_record(record))
+            at = bisect.bisect(self._began, began)
+            self._began.insert(at, began)
+            self._requests.insert(at, RecordedRequest.from_record(record))
 
     def __iter__(self) -> Any:
         return iter(self.snapshot())
@@ -104,6 +111,7 @@ class RequestLog:
         with self._lock:
             self._cleared += len(self._requests)
             self._requests.clear()
+            self._began.clear()
 
 
 # -- the WebTest drop-in --------------------------------------------------------------------
