@@ -311,3 +311,51 @@ def test_flask_stream_with_context(flask_server: tuple[WSGIServer, threading.Eve
     assert response.status_code == 200
     assert response.text == "hello Ada!"
     assert torn_down.wait(TIMEOUT)
+
+
+@pytest.mark.parametrize("path", ["/stream", "/ctx?name=Ada"])
+def test_flask_head_of_a_streamed_response_claims_no_length(
+    flask_server: tuple[WSGIServer, threading.Event], path: str
+) -> None:
+    """Werkzeug drops the body of every HEAD response, so the server never learns the
+    length of a streamed one.  RFC 9110 §8.6: a server "MUST NOT send Content-Length in
+    such a response unless its field value equals the decimal number of octets that
+    would have been sent in the content of a response if the same request had used the
+    GET method" - so none at all, where a GET is chunked; and no body, keep-alive kept."""
+    server, _ = flask_server
+    conn = http.client.HTTPConnection(server.host, server.port, timeout=TIMEOUT)
+    try:
+        conn.request("GET", path)
+        got = conn.getresponse()
+        assert got.getheader("Transfer-Encoding") == "chunked"
+        got.read()
+        conn.request("HEAD", path)
+        head = conn.getresponse()
+        assert head.status == 200
+        assert head.getheader("Content-Length") is None
+        assert head.getheader("Transfer-Encoding") is None
+        assert head.read() == b""
+        conn.request("GET", "/api/1")  # the connection is still in step
+        assert conn.getresponse().status == 200
+    finally:
+        conn.close()
+
+
+def test_werkzeug_head_keeps_a_known_length(serve: ServerFactory) -> None:
+    """A Werkzeug response whose body is known sets its own Content-Length, which HEAD
+    keeps (the same number a GET carries), while a streamed one gets none."""
+
+    @Request.application
+    def app(request: Request) -> Response:
+        if request.path == "/known":
+            return Response("twelve bytes")
+        return Response(iter(["a", "b"]))
+
+    server = serve(app)
+    with session() as s:
+        known = s.head(server.url + "known", timeout=TIMEOUT)
+        streamed = s.head(server.url + "streamed", timeout=TIMEOUT)
+        got = s.get(server.url + "known", timeout=TIMEOUT)
+    assert known.headers["Content-Length"] == "12" == got.headers["Content-Length"]
+    assert "Content-Length" not in streamed.headers
+    assert known.content == streamed.content == b""

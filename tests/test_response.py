@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pytest
@@ -268,6 +268,20 @@ def test_bad_app_content_length_is_500(value: str) -> None:
 def test_head_keeps_computed_length_and_sends_no_body() -> None:
     writer, sink = run(app_with(body=[b"hello"]), method="HEAD")
     assert sink.header("Content-Length") == ["5"]
+    assert sink.data == b""
+    assert writer.keep_alive
+
+
+@pytest.mark.parametrize(
+    "body", [[], [b""], iter([b"", b""])], ids=["empty-list", "one-empty", "iter"]
+)
+def test_head_of_an_empty_body_claims_no_length(body: Iterable[bytes]) -> None:
+    """RFC 9110 §8.6: Content-Length in a HEAD response must be the length a GET would
+    carry; an app (or framework) that returns no body for HEAD does not tell it, so
+    none is sent."""
+    writer, sink = run(app_with(body=body), method="HEAD")
+    assert sink.header("Content-Length") == []
+    assert sink.header("Transfer-Encoding") == []
     assert sink.data == b""
     assert writer.keep_alive
 

@@ -9,7 +9,8 @@ the PEP 3333 state machine (``start_response``, ``write``, iteration,
 Framing (RFC 9112 §6.3 read from the server's side):
 
 * no body at all for HEAD, 1xx, 204 and 304 (RFC 9110 §6.4.1); a HEAD response
-  keeps the Content-Length a GET would have had;
+  keeps the Content-Length a GET would have had when the app gave its body,
+  and has none when the app gave an empty one (its length is not known);
 * ``Content-Length`` when the app sent one or when the length is known before
   the first byte goes out (a one-element list, or a body that ended before any
   non-empty chunk); bytes past it are not sent, and a body that ends short
@@ -381,8 +382,15 @@ class ResponseWriter:
                 # field in any response with a status code of 1xx or 204".
                 if declared is not None:
                     out = [h for h in out if h[0].lower() != "content-length"]
-            elif declared is None and known_length is not None and self.method == "HEAD":
-                # HEAD keeps the Content-Length the GET would have had.
+            elif declared is None and known_length and self.method == "HEAD":
+                # HEAD keeps the Content-Length a GET would have had, when the
+                # app produced the GET's body.  An empty body says nothing: the
+                # framework may have dropped it (Flask and Werkzeug do for
+                # streamed responses).  RFC 9110 §8.6: a server MUST NOT send
+                # Content-Length in a response to HEAD "unless its field value
+                # equals the decimal number of octets that would have been sent
+                # in the content of a response if the same request had used the
+                # GET method".
                 out.append(("Content-Length", str(known_length)))
         elif framing is Framing.LENGTH:
             if declared is None:
