@@ -629,6 +629,7 @@ def test_trusted_proxy_x_forwarded_headers_set_client_scheme_host_and_port(
     assert response.status_code == 200
     environ = app.last
     assert environ["REMOTE_ADDR"] == "203.0.113.7"
+    assert environ["REMOTE_HOST"] == "203.0.113.7"  # REMOTE_ADDR after the rewrite
     assert environ["REMOTE_PORT"] == ""  # X-Forwarded-For names no port
     assert environ["wsgi.url_scheme"] == "https"
     assert environ["HTTP_HOST"] == "example.com:8443"
@@ -657,6 +658,7 @@ def test_trusted_proxy_forwarded_header_sets_client_scheme_and_host(
     assert response.status_code == 200
     environ = app.last
     assert environ["REMOTE_ADDR"] == "2001:db8::1"
+    assert environ["REMOTE_HOST"] == "2001:db8::1"
     assert environ["REMOTE_PORT"] == "4711"
     assert environ["wsgi.url_scheme"] == "https"
     assert environ["HTTP_HOST"] == "example.com"
@@ -679,6 +681,7 @@ def test_untrusted_peer_loses_every_forwarding_header(serve: ServerFactory, allo
         assert key not in environ, key
     assert "wsgibridge.proxy_peer" not in environ
     assert environ["REMOTE_ADDR"] == "127.0.0.1"
+    assert environ["REMOTE_HOST"] == "127.0.0.1"  # never the X-Forwarded-For a client claims
     assert environ["REMOTE_PORT"] == str(client_port)
     assert environ["wsgi.url_scheme"] == "http"
     assert environ["HTTP_HOST"] == "internal:8000"

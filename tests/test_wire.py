@@ -169,6 +169,9 @@ def test_environ_cgi_variables(serve: ServerFactory) -> None:
     assert env["SERVER_PORT"] == str(server.port)
     assert env["SERVER_PROTOCOL"] == "HTTP/1.1"
     assert env["REMOTE_ADDR"] == "127.0.0.1"
+    # RFC 3875 §4.1.9: REMOTE_HOST "SHOULD" be set; the server "MAY substitute the
+    # value of REMOTE_ADDR" when it does not look the name up (never: no DNS per request).
+    assert env["REMOTE_HOST"] == "127.0.0.1"
     assert env["REMOTE_PORT"] == str(client_port)
     assert env["HTTP_HOST"] == "test"
     for key, value in env.items():
@@ -334,6 +337,7 @@ def test_environ_does_not_leak_os_environ(
         "SERVER_PORT",
         "SERVER_PROTOCOL",
         "REMOTE_ADDR",
+        "REMOTE_HOST",
         "REMOTE_PORT",
         "CONTENT_TYPE",
         "CONTENT_LENGTH",

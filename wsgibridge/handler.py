@@ -386,6 +386,10 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
         # From trusted proxies, X-Forwarded-* / Forwarded rewrite REMOTE_ADDR,
         # wsgi.url_scheme and HTTP_HOST; from anyone else they are removed.
         apply_forwarded(environ, server.trusted_proxies)
+        # RFC 3875 §4.1.9: REMOTE_HOST "SHOULD" be set, and the server "MAY
+        # substitute the value of REMOTE_ADDR" when it does not look names up
+        # (we never do: a DNS lookup per request is slow and spoofable).
+        environ["REMOTE_HOST"] = environ["REMOTE_ADDR"]
         return environ
 
     def run_wsgi(self, head: RequestHead, body: InputStream) -> None:
