@@ -40,6 +40,13 @@ CASES: list[Case] = [
     Case("target-nul", req(b"GET /a\x00b HTTP/1.1\r\n" + H), 400),
     Case("target-ctl", req(b"GET /a\x1bb HTTP/1.1\r\n" + H), 400),
     Case("target-del", req(b"GET /a\x7fb HTTP/1.1\r\n" + H), 400),
+    # RFC 9112 §3.2 / RFC 3986: no request-target form has a place for 8-bit bytes.
+    Case("target-8bit", req(b"GET /a\xffb HTTP/1.1\r\n" + H), 400),
+    Case("target-8bit-first", req(b"GET /\x80 HTTP/1.1\r\n" + H), 400),
+    Case("target-raw-utf8", req("GET /café HTTP/1.1\r\n".encode() + H), 400),
+    Case("target-8bit-query", req(b"GET /a?q=\xe9 HTTP/1.1\r\n" + H), 400),
+    Case("target-8bit-absolute", req(b"GET http://example.com/\xff HTTP/1.1\r\n" + H), 400),
+    Case("target-8bit-asterisk", req(b"OPTIONS *\xff HTTP/1.1\r\n" + H), 400),
     Case("target-relative", req(b"GET a/b HTTP/1.1\r\n" + H), 400),
     Case("asterisk-get", req(b"GET * HTTP/1.1\r\n" + H), 400),
     Case("authority-get", req(b"GET example.com:80 HTTP/1.1\r\n" + H), 400),
@@ -71,6 +78,14 @@ CASES: list[Case] = [
     # -- header section: syntax -------------------------------------------------------
     Case("bare-lf-header", req(b"GET / HTTP/1.1\r\n" + H + b"X-A: 1\n"), 400),
     Case("bare-lf-end", b"GET / HTTP/1.1\r\n" + H + b"\n", 400),
+    # Bare LF everywhere: the head never ends in CRLF CRLF, so it must be refused
+    # when the first bare LF arrives, not after the header timeout.
+    Case("bare-lf-head", b"GET / HTTP/1.1\nHost: x\nConnection: close\n\n", 400),
+    Case("bare-lf-mixed", b"GET / HTTP/1.1\r\nHost: x\nConnection: close\r\n\r\n", 400),
+    Case("bare-lf-after-crlf-crlf", b"\r\nGET / HTTP/1.1\n" + H + b"\r\n", 400),
+    # RFC 9112 §2.2: at least one empty line before the request line may be
+    # ignored; wsgibridge ignores exactly one, so two make an empty request line.
+    Case("two-empty-lines-first", b"\r\n\r\n" + req(b"GET / HTTP/1.1\r\n" + H), 400),
     Case(
         "bare-cr-in-value", req(b"GET / HTTP/1.1\r\n" + H + b"X-A: a\rContent-Length: 5\r\n"), 400
     ),
@@ -319,4 +334,44 @@ BAD_CHUNKED_BODIES: list[Case] = [
     Case("trailer-obs-fold", b"5\r\nhello\r\n0\r\nX-T: 1\r\n 2\r\n\r\n", 400),
     Case("trailer-no-colon", b"5\r\nhello\r\n0\r\njunk\r\n\r\n", 400),
     Case("trailer-too-big", b"5\r\nhello\r\n0\r\nX-T: " + b"v" * 70000 + b"\r\n\r\n", 431),
+    # --allow-bare-lf is for request heads only: chunk lines always need CRLF
+    # (a front end that ends lines at CRLF only would see other chunk boundaries).
+    Case("chunk-ext-bare-lf", b"2;a\nXY\r\n0\r\n\r\n", 400),
+    Case("trailer-empty-line-bare-lf", b"5\r\nhello\r\n0\r\n\n", 400),
+]
+
+# RFC 9110 §6.5.1: fields that "cannot be processed outside the header section"
+# (framing, routing, authentication, request modifiers, response controls,
+# content format) are refused in a trailer section, not discarded: a proxy in
+# front may have merged them into the header section.
+FORBIDDEN_TRAILER_NAMES = [
+    "Content-Length",
+    "Transfer-Encoding",
+    "Host",
+    "Trailer",
+    "TE",
+    "Content-Type",
+    "Content-Encoding",
+    "Content-Range",
+    "Authorization",
+    "Proxy-Authorization",
+    "Cookie",
+    "Expect",
+    "Range",
+    "Max-Forwards",
+    "Cache-Control",
+    "If-Match",
+    "If-None-Match",
+    "If-Modified-Since",
+    "If-Unmodified-Since",
+    "If-Range",
+    "Connection",
+]
+BAD_CHUNKED_BODIES += [
+    Case(
+        f"trailer-{name.lower()}",
+        b"5\r\nhello\r\n0\r\nX-Ok: 1\r\n" + name.upper().encode() + b": 1\r\n\r\n",
+        400,
+    )
+    for name in FORBIDDEN_TRAILER_NAMES
 ]

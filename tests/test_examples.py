@@ -167,10 +167,16 @@ def test_hello_utf8_names_with_httpx(seed: WSGIServer, client: httpx.Client, nam
     assert response.headers["content-length"] == str(len(response.content))
 
 
-def test_hello_raw_utf8_query_bytes(seed: WSGIServer) -> None:
-    """Unescaped UTF-8 in the request-target still reads as UTF-8 (bytes as latin-1)."""
+def test_hello_raw_utf8_query_bytes_are_refused(seed: WSGIServer) -> None:
+    """Unescaped UTF-8 in the request-target is refused (RFC 9112 §3.2: the target is
+    ASCII; a recipient of an invalid one "SHOULD respond with a 400"); the same name
+    percent-encoded, as browsers and HTTP libraries send it, reads as UTF-8."""
     with connect(seed) as sock:
         sock.sendall("GET /hello?name=été HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+        response = ResponseReader(sock).read_response()
+    assert response.status == 400
+    with connect(seed) as sock:
+        sock.sendall(b"GET /hello?name=%C3%A9t%C3%A9 HTTP/1.1\r\nHost: t\r\n\r\n")
         response = ResponseReader(sock).read_response()
     assert response.status == 200
     assert response.body == "Hello, été".encode()

@@ -50,7 +50,7 @@ from wsgibridge import WSGIRequestHandler, WSGIServer
 from wsgibridge.accesslog import escape_log
 from wsgibridge.cli import build_parser, config_from_args
 from wsgibridge.errors import ClientDisconnected, HTTPError, PayloadTooLarge
-from wsgibridge.parser import Limits, RequestHead, read_request_head
+from wsgibridge.parser import Limits, RequestHead, read_request_head, read_trailer_section
 from wsgibridge.reader import SocketReader
 
 from .conftest import RawResponse, ResponseReader, ServerFactory, connect, recv_all
@@ -292,9 +292,9 @@ VALID: list[Valid] = [
         headers=[("Host", "a"), ("X-Name", "caf\xe9 \xff\x80")],
     ),
     Valid(
-        "obs-text-target",
-        b"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: a\r\n\r\n",
-        target="/caf\xc3\xa9",
+        "percent-encoded-utf8-target",
+        b"GET /caf%C3%A9 HTTP/1.1\r\nHost: a\r\n\r\n",
+        target="/caf%C3%A9",
     ),
     Valid(
         "tabs-inside-value",
@@ -739,6 +739,51 @@ def test_chunk_extensions_and_trailers_are_consumed(serve: ServerFactory) -> Non
     assert first.header("Connection") is None
     assert (second.status, second.body) == (200, hashlib.sha256(b"").hexdigest().encode())
     assert [u.body for u in seen] == [b"hello world", b""]
+
+
+def test_forbidden_trailer_in_a_body_the_app_ignores_closes_the_connection(
+    serve: ServerFactory,
+) -> None:
+    """RFC 9110 §6.5.1: a trailer field that "cannot be processed outside the header
+    section" (here Content-Length, framing) is refused also when the app never reads the
+    body: the drain that keeps the connection finds it, the response says
+    ``Connection: close``, and the request pipelined behind it is never answered."""
+    app = Recorder()
+    server = serve(app)
+    body = b"5\r\nhello\r\n0\r\nContent-Length: 40\r\n\r\n"
+    response = only_response(
+        server, post_head("/ignored", "Transfer-Encoding: chunked") + body + AFTER
+    )
+    assert response.status == 200
+    assert response.header("Connection") == "close"
+    assert app.calls == ["/ignored"]
+
+
+def test_ordinary_trailer_fields_still_pass() -> None:
+    """Trailer fields meant for after the content (RFC 9110 §6.5: integrity checks,
+    metrics, signatures) are read and discarded without complaint."""
+    rfile = SocketReader(
+        io.BytesIO(b"X-Checksum: abc\r\nServer-Timing: db;dur=53\r\nETag-Like: x\r\n\r\n").read
+    )
+    fields = read_trailer_section(rfile, Limits())
+    assert [name for name, _ in fields] == ["X-Checksum", "Server-Timing", "ETag-Like"]
+
+
+def test_an_8bit_target_pipelined_after_a_body_is_refused(serve: ServerFactory) -> None:
+    """RFC 9112 §3.2: 8-bit bytes have no place in any request-target form, also in a
+    request that follows a body on the same connection (parsed at another offset)."""
+    app = Recorder()
+    server = serve(app)
+    first = post_head("/first", "Content-Length: 5") + b"hello"
+    with connect(server) as sock:
+        sock.sendall(first + b"GET /a\xffb HTTP/1.1\r\nHost: x\r\n\r\n" + AFTER)
+        reader = ResponseReader(sock)
+        assert reader.read_response().status == 200
+        refused = reader.read_response()
+        assert refused.status == 400
+        assert b"8-bit" in refused.body
+        expect_eof(reader)
+    assert app.calls == ["/first"]
 
 
 BODY_LINES = b"alpha\nbeta\ngamma"

@@ -17,8 +17,9 @@ import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from wsgibridge.response import error_message
 from wsgibridge.tls import (
-    PLAIN_HTTP_RESPONSE,
+    PLAIN_HTTP_MESSAGE,
     format_dn,
     handshake,
     looks_like_plain_http,
@@ -84,7 +85,7 @@ def send_plain_answer(sock: ssl.SSLSocket) -> None:
     """What the server does: the clear-text 400 on the raw socket, then a brief linger."""
     raw = socket.socket  # the unbound methods act on the descriptor, bypassing TLS
     sock.settimeout(2.0)
-    raw.sendall(sock, PLAIN_HTTP_RESPONSE)
+    raw.sendall(sock, error_message(400, PLAIN_HTTP_MESSAGE))
     raw.shutdown(sock, socket.SHUT_WR)
     with contextlib.suppress(OSError):
         while raw.recv(sock, 65536):
@@ -431,8 +432,8 @@ def test_plain_http_detected_and_answered(pki: PKI, request_line: bytes) -> None
         response = raw_exchange(address, request_line + b"\r\nHost: localhost\r\n\r\n")
     assert outcome.error is not None
     assert looks_like_plain_http(outcome.error)
-    assert response == PLAIN_HTTP_RESPONSE
     assert response.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert b"\r\nDate: " in response
     assert b"The plain HTTP request was sent to HTTPS port" in response
 
 

@@ -26,7 +26,7 @@ from .errors import (
     PayloadTooLarge,
     RequestTimeout,
 )
-from .parser import Limits, Reader, line_content, read_header_lines
+from .parser import Limits, Reader, line_content, read_trailer_section
 
 # The most bytes a stream asks of ``rfile`` in one call where the size comes
 # from the client (a chunk size), so a body that only claims to be huge never
@@ -288,7 +288,7 @@ class ChunkedInput(InputStream):
         if len(line) > MAX_CHUNK_LINE:
             raise self._fail(BadRequest("a chunk-size line is too long"))
         try:
-            content = line_content(line, self._limits, "chunk-size line")
+            content = line_content(line, "chunk-size line")
         except IncompleteMessage:
             raise self._cut_off() from None
         except BadRequest as exc:
@@ -301,12 +301,10 @@ class ChunkedInput(InputStream):
             raise self._fail(BadRequest("a chunk size is absurdly large"))
         size = int(digits, 16)
         if size == 0:
-            # last-chunk, then trailer-section CRLF: read and discarded under
-            # the same rules and limits as the header section.
+            # last-chunk, then trailer-section CRLF: read under the same rules
+            # and limits as the header section, checked, and discarded.
             try:
-                read_header_lines(
-                    self._rfile, self._limits, self._limits.max_header_bytes, "trailer section"
-                )
+                read_trailer_section(self._rfile, self._limits)
             except IncompleteMessage:
                 raise self._cut_off() from None
             except HTTPError as exc:

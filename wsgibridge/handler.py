@@ -35,11 +35,11 @@ from . import __version__
 from .accesslog import AccessRecord, escape_log
 from .body import ChunkedInput, ContentLengthInput, InputStream
 from .environ import build_environ
-from .errors import HTTPError, PayloadTooLarge
-from .parser import RequestHead, take_head
+from .errors import HTTPError, PayloadTooLarge, RequestTimeout
+from .parser import RequestHead, skip_empty_line, take_head
 from .proxy import apply_forwarded
 from .reader import SocketReader
-from .response import ResponseWriter, http_date, validate_headers
+from .response import ResponseWriter, encode_head, error_response, validate_headers
 from .tls import tls_environ
 
 if TYPE_CHECKING:
@@ -129,8 +129,12 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
         self.waiting = False  # handle() returned to wait for more bytes
         self.requests_served = 0
         self._connected_at = time.monotonic()
+        # When the first byte of the next request head (or of the one empty
+        # line allowed before it) arrived; the head must be complete within
+        # header_timeout of it.
         self._head_started = 0.0
-        self._head_pending = False  # part of a head is buffered while the connection waits
+        self._head_begun = False  # bytes of the next request have arrived
+        self._empty_line: bool | None = None  # its leading empty line: skipped, none, unknown
         self._scanned = 0  # buffered head bytes already searched for its end
         # Set when the client may still be sending bytes we will not read: the
         # server then half-closes and discards them for a moment before closing,
@@ -146,6 +150,14 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
         # TLS facts (HTTPS, SSL_CLIENT_CERT …) are the same for every request.
         self.tls_environ = tls_environ(sock) if isinstance(sock, ssl.SSLSocket) else {}
         self._begin_request()
+
+    def connected(self, accepted_at: float) -> None:
+        """The server accepted the connection at ``accepted_at`` (``time.monotonic``).
+
+        The first request head is due ``header_timeout`` after the accept, the
+        PROXY line and TLS handshake included.
+        """
+        self._connected_at = accepted_at
 
     # -- the connection loop ----------------------------------------------------------
 
@@ -189,29 +201,48 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
     def deadline(self) -> float:
         """When a parked connection is closed if nothing more arrives (``time.monotonic``)."""
         config = self.server.config
-        if self.rfile.buffered():
+        if self._head_begun:
             return self._head_started + config.header_timeout  # a head is arriving, slowly
         if not self.requests_served:
             return self._connected_at + config.header_timeout  # connected, said nothing
         return time.monotonic() + config.keepalive_timeout  # idle between requests
+
+    @property
+    def head_pending(self) -> bool:
+        """True while part of a request head (or its leading empty line) has arrived."""
+        return self._head_begun or bool(self.rfile.buffered())
+
+    def _note_head_bytes(self) -> None:
+        """The next request's first bytes are here (or about to be read): its clock starts."""
+        if not self._head_begun:
+            self._head_begun = True
+            # The first request's head is due header_timeout after the connect.
+            self._head_started = time.monotonic() if self.requests_served else self._connected_at
 
     def read_head(self) -> RequestHead | None:
         """The next request head, or None: closed (``close_connection``) or not all here yet.
 
         Never blocks: it reads only what has arrived, and otherwise sets
         ``self.waiting`` so the server parks the connection until more bytes
-        arrive.
+        arrive.  A head still incomplete past its deadline (a worker may get
+        to a connection late, when all were busy) is refused with 408.
         """
         reader = self.rfile
         limits = self.server.limits
-        if reader.buffered() and not self._head_pending:
+        if reader.buffered():
             # Bytes of this head came with the previous request (pipelined):
             # its header_timeout starts now, not when those bytes arrived.
-            self._head_started = time.monotonic()
+            self._note_head_bytes()
         while True:
-            head = take_head(reader, limits, self._scanned) if reader.buffered() else None
+            head = None
+            if reader.buffered():
+                if self._empty_line is None:
+                    self._empty_line = skip_empty_line(reader, limits)
+                if self._empty_line is not None:
+                    head = take_head(reader, limits, self._scanned)
             if head is not None:
-                self._head_pending = False
+                self._head_begun = False
+                self._empty_line = None
                 self._scanned = 0
                 return head
             if reader.eof:
@@ -219,32 +250,33 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
                 return None
             self._scanned = reader.buffered()
             if not self._fill():
+                if self._head_begun and time.monotonic() >= self.deadline():
+                    raise RequestTimeout("the request head was not complete in time")
                 # Wait in the selector; a partial head stays in the buffer.
-                self._head_pending = bool(reader.buffered())
                 self.waiting = True
                 return None
 
     def _fill(self) -> bool:
         """Read what has arrived into ``rfile``, never waiting; False if nothing had."""
         reader = self.rfile
-        if not reader.buffered():
-            self._head_started = time.monotonic()
         if self._kernel_timeouts:
             try:
-                reader.fill(self._recv_nowait)
+                got = reader.fill(self._recv_nowait)
             except (BlockingIOError, InterruptedError):
                 return False
-            return True
-        # With Python's timeouts a recv first waits for bytes under it (and for
-        # TLS, a readable socket may hold only part of a record): without one.
-        sock = self.connection
-        sock.settimeout(0.0)
-        try:
-            reader.fill()
-        except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
-            return False
-        finally:
-            sock.settimeout(self._timeout)
+        else:
+            # With Python's timeouts a recv first waits for bytes under it (and
+            # for TLS, a readable socket may hold only part of a record): without one.
+            sock = self.connection
+            sock.settimeout(0.0)
+            try:
+                got = reader.fill()
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+                return False
+            finally:
+                sock.settimeout(self._timeout)
+        if got:
+            self._note_head_bytes()
         return True
 
     def _begin_request(self) -> None:
@@ -455,9 +487,7 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
             cls.send_header is BaseHTTPRequestHandler.send_header
             and cls.send_response_only is BaseHTTPRequestHandler.send_response_only
         ):
-            lines = [f"{name}: {value}\r\n" for name, value in headers]
-            text = f"{self.protocol_version} {status_code} {reason}\r\n{''.join(lines)}\r\n"
-            head = text.encode("latin-1", "strict")
+            head = encode_head(self.protocol_version, status_code, reason, headers)
             self._send(head + body if body else head)
             return
         self.send_response_only(status_code, reason)
@@ -564,17 +594,12 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
             status.phrase,
             f" ({escape_log(message)})" if message else "",
         )
-        body = f"{status.value} {status.phrase}\n".encode("ascii")
-        if message:
-            body += message.encode("latin-1", "replace") + b"\n"
-        headers = [
-            ("Content-Type", "text/plain; charset=utf-8"),
-            ("Content-Length", str(len(body))),
-            *(validate_headers(extra_headers) if extra_headers else ()),
-            ("Connection", "close"),
-            ("Date", http_date()),
-            ("Server", ResponseWriter.server_software),
-        ]
+        headers, body = error_response(
+            status.value,
+            message,
+            validate_headers(extra_headers) if extra_headers else (),
+            self.writer_class.server_software,
+        )
         self._error_headers = headers
         try:
             self.send_head(

@@ -34,8 +34,12 @@ TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # RFC 9110 §5.5: field-value = *field-content; field-vchar = VCHAR / obs-text,
 # SP and HTAB allowed between.  (The value has already lost its surrounding OWS.)
 FIELD_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
-# RFC 9112 §3.2: request-target; we refuse controls, SP and DEL anywhere in it.
-TARGET = re.compile(rb"[\x21-\x7e\x80-\xff]+")
+# RFC 9112 §3.2: request-target; every form of it is built from RFC 3986's
+# ASCII characters, so controls, SP, DEL and 8-bit bytes are refused anywhere
+# in it ("a recipient ... SHOULD respond with a 400 (Bad Request)" to an
+# invalid one).  Clients percent-encode; a proxy in front that normalised raw
+# 8-bit bytes differently would route on another path than the app sees.
+TARGET = re.compile(rb"[\x21-\x7e]+")
 # RFC 9112 §3.2.3: authority-form = uri-host ":" port (CONNECT only).
 AUTHORITY = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[^\s/?#@\[\]:]+):[0-9]+")
 # RFC 9112 §3.2.2 absolute-form, for the schemes an origin server serves; RFC
@@ -92,12 +96,17 @@ class RequestHead:
         return self.version == "HTTP/1.1"
 
 
-def line_content(line: bytes, limits: Limits, what: str) -> bytes:
-    """``line`` without its line ending; bare CR, bare LF (by default) and no ending refused."""
+def line_content(line: bytes, what: str) -> bytes:
+    """``line`` without its CRLF; a bare CR, a bare LF and no ending are refused.
+
+    For the lines of a chunked body (chunk-size lines, trailer fields), which
+    always need CRLF: ``--allow-bare-lf`` is about request heads only.  A
+    front end that ends chunk lines at CRLF only would read ``2;a\\nXY\\r\\n``
+    as one line where a lenient server reads two, and the bytes after it as
+    another request.
+    """
     if line.endswith(b"\r\n"):
         content = line[:-2]
-    elif line.endswith(b"\n") and limits.allow_bare_lf:
-        content = line[:-1]
     elif line.endswith(b"\n"):
         # RFC 9112 §2.2: "a recipient MAY recognize a single LF as a line
         # terminator" - we do not, because a proxy in front may not either.
@@ -130,7 +139,7 @@ def parse_request_line(content: bytes) -> tuple[str, str, str]:
     if TOKEN.fullmatch(method) is None:
         raise BadRequest("the method is not a token")
     if TARGET.fullmatch(target) is None:
-        raise BadRequest("the request target is empty or has controls or spaces")
+        raise BadRequest("the request target is empty or has controls, spaces or 8-bit bytes")
     if b"#" in target:
         # RFC 9112 §3.2: the request-target has no fragment ("#" ends a URI).
         raise BadRequest("the request target has a fragment")
@@ -181,15 +190,60 @@ def parse_field_line(content: bytes, what: str) -> tuple[str, str]:
     return name.decode("ascii"), value.decode("latin-1")
 
 
-def read_header_lines(
-    rfile: Reader, limits: Limits, budget: int, what: str = "trailer section"
-) -> list[tuple[str, str]]:
-    """Field lines up to the empty line, each checked; ``budget`` bytes at most in all.
+# RFC 9110 §6.5.1: many fields "cannot be processed outside the header section
+# because their evaluation is necessary prior to receiving the content, such
+# as those that describe message framing, routing, authentication, request
+# modifiers, response controls, or content format".  A trailer section is
+# discarded here, but a proxy in front may merge it into the header section:
+# a trailer carrying one of these is refused, not ignored.
+FORBIDDEN_TRAILERS = frozenset(
+    {
+        # framing
+        "content-length",
+        "transfer-encoding",
+        "trailer",
+        "te",
+        "connection",
+        "keep-alive",
+        "upgrade",
+        # routing
+        "host",
+        "max-forwards",
+        # authentication
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "www-authenticate",
+        "proxy-authenticate",
+        # request modifiers: controls and conditionals
+        "expect",
+        "range",
+        "if-match",
+        "if-none-match",
+        "if-modified-since",
+        "if-unmodified-since",
+        "if-range",
+        "cache-control",
+        "pragma",
+        # content format
+        "content-type",
+        "content-encoding",
+        "content-range",
+    }
+)
 
-    Used for a chunked body's trailer section, read line by line as it arrives.
+
+def read_trailer_section(rfile: Reader, limits: Limits) -> list[tuple[str, str]]:
+    """A chunked body's trailer section, up to its empty line, each field checked.
+
+    Read line by line as it arrives, under the header section's limits (its
+    byte and field counts), CRLF only, and fields that must not be trailers
+    refused (:data:`FORBIDDEN_TRAILERS`).
     """
     headers: list[tuple[str, str]] = []
     max_count = limits.max_header_count
+    budget = limits.max_header_bytes
+    what = "trailer section"
     while True:
         line = rfile.readline(budget + 1)
         budget -= len(line)
@@ -197,12 +251,13 @@ def read_header_lines(
             raise HeaderFieldsTooLarge(f"the {what} is larger than {limits.max_header_bytes} bytes")
         if line == b"\r\n":
             return headers
-        content = line_content(line, limits, what)
-        if not content:
-            return headers  # a bare-LF empty line, when allowed
+        content = line_content(line, what)
         if len(headers) >= max_count:
             raise HeaderFieldsTooLarge(f"more than {max_count} fields in the {what}")
-        headers.append(parse_field_line(content, what))
+        name, value = parse_field_line(content, what)
+        if name.lower() in FORBIDDEN_TRAILERS:
+            raise BadRequest(f"{name} is not allowed in a trailer section")
+        headers.append((name, value))
 
 
 def _list_tokens(values: list[str]) -> list[str]:
@@ -329,7 +384,8 @@ def find_head_end(buffer: bytes | bytearray, limits: Limits, scanned: int = 0) -
     quadratic, time.  Refuses a head that is already too long although
     incomplete: 414 for a request line past ``max_request_line`` bytes (CRLF
     included), 431 for a header section past ``max_header_bytes`` (its CRLFs
-    included).
+    included); and, unless bare LF is allowed, a head with a bare LF as soon
+    as the LF arrives, since its CRLF CRLF end may never come.
     """
     max_line = limits.max_request_line
     line_end = buffer.find(b"\n", 0, max_line)
@@ -341,9 +397,26 @@ def find_head_end(buffer: bytes | bytearray, limits: Limits, scanned: int = 0) -
         match = _BLANK_LINE.search(buffer, max(line_end, scanned - 2))
         end = match.end() if match is not None else -1
     else:
-        end = buffer.find(b"\r\n\r\n", max(line_end - 1, scanned - 3, 0))
+        start = max(line_end - 1, scanned - 3, 0)
+        end = buffer.find(b"\r\n\r\n", start)
         if end >= 0:
             end += 4
+        # RFC 9112 §2.2: "a recipient MAY recognize a single LF as a line
+        # terminator" - we do not, because a proxy in front may not either.
+        # Every LF of the head so far must follow a CR: as many LFs from
+        # ``start`` on as CRLFs from the byte before (``start`` is at or
+        # before the first LF not yet checked).
+        stop = len(buffer) if end < 0 else end
+        if buffer.count(b"\n", start, stop) != buffer.count(b"\r\n", max(start - 1, 0), stop):
+            line = bytes(buffer[:line_end])
+            what = "header section" if line.endswith(b"\r") else "request line"
+            exc = BadRequest(f"a line in the {what} ends in a bare LF, not CRLF")
+            # For the logs, and so that a refused HEAD gets no body.
+            exc.request_line = line.rstrip(b"\r") + b"\r\n"
+            method = line.split(b" ", 1)[0]
+            if TOKEN.fullmatch(method) is not None:
+                exc.method = method.decode("ascii")
+            raise exc
     size = (len(buffer) if end < 0 else end) - line_end - 1
     if size > limits.max_header_bytes:
         raise HeaderFieldsTooLarge(
@@ -353,24 +426,22 @@ def find_head_end(buffer: bytes | bytearray, limits: Limits, scanned: int = 0) -
 
 
 def parse_head(block: bytes, limits: Limits) -> RequestHead:
-    """The request head in ``block``: request line, field lines, the empty line."""
+    """The request head in ``block`` (as :func:`find_head_end` delimited it).
+
+    Request line, field lines and the empty line; bare LFs were refused (or,
+    when allowed, are line endings) by :func:`find_head_end`.
+    """
     bare_lf = limits.allow_bare_lf
     lines = _LINE_BREAK.split(block)[:-2] if bare_lf else block[:-4].split(b"\r\n")
     request_line = lines[0]
     method = ""
     try:
-        if b"\n" in request_line:
-            # RFC 9112 §2.2: "a recipient MAY recognize a single LF as a line
-            # terminator" - we do not, because a proxy in front may not either.
-            raise BadRequest("the request line ends in a bare LF, not CRLF")
         method, target, version = parse_request_line(request_line)
         max_count = limits.max_header_count
         if len(lines) - 1 > max_count:
             raise HeaderFieldsTooLarge(f"more than {max_count} fields in the header section")
         headers = []
         for line in lines[1:]:
-            if b"\n" in line:
-                raise BadRequest("a field line in the header section ends in a bare LF, not CRLF")
             if b"\r" in line:
                 # RFC 9112 §2.2: "A recipient of such a bare CR MUST consider that
                 # element to be invalid or replace each bare CR with SP".
@@ -398,20 +469,36 @@ class BufferedReader(Reader, Protocol):
     def fill(self) -> int: ...
 
 
+def skip_empty_line(reader: BufferedReader, limits: Limits) -> bool | None:
+    """Consume one empty line before a request line; None while that cannot be told yet.
+
+    RFC 9112 §2.2: a server "SHOULD ignore at least one empty line (CRLF)
+    received prior to the request-line".  We ignore exactly one per request:
+    the caller calls this once per request (until it returns True or False),
+    so empty lines dripped onto an idle connection cannot keep it open, and a
+    head is read the same whether its bytes come in one segment or several.
+    """
+    buffer = reader.peek()
+    if buffer[:2] == b"\r\n":
+        reader.consume(2)
+        return True
+    if buffer[:1] == b"\n" and limits.allow_bare_lf:
+        reader.consume(1)
+        return True
+    if buffer == b"\r" and not reader.eof:
+        return None  # a CR: the start of an empty line, or of a refusal
+    return False
+
+
 def take_head(reader: BufferedReader, limits: Limits, scanned: int = 0) -> RequestHead | None:
     """The next request head if the reader's buffer holds all of it (consumed); else None.
 
     Reads nothing from the socket, so the caller decides whether to wait for
     more (or park the connection); at end-of-file a partial head is refused.
-    ``scanned``: buffered bytes an earlier call already looked at.
+    ``scanned``: buffered bytes an earlier call already looked at.  A leading
+    empty line is not skipped here (:func:`skip_empty_line`).
     """
     buffer = reader.peek()
-    if buffer[:2] == b"\r\n" or (buffer[:1] == b"\n" and limits.allow_bare_lf):
-        # RFC 9112 §2.2: a server "SHOULD ignore at least one empty line (CRLF)
-        # received prior to the request-line".
-        skip = 2 if buffer[0] == 0x0D else 1
-        reader.consume(skip)
-        buffer = buffer[skip:]
     end = find_head_end(buffer, limits, scanned)
     if end < 0:
         if reader.eof and buffer:
@@ -424,10 +511,14 @@ def take_head(reader: BufferedReader, limits: Limits, scanned: int = 0) -> Reque
 
 def read_request_head(reader: BufferedReader, limits: Limits) -> RequestHead | None:
     """The next request head, reading as needed; None if the client closed cleanly first."""
+    skipped: bool | None = None
     while True:
-        head = take_head(reader, limits)
-        if head is not None:
-            return head
+        if skipped is None and reader.peek():
+            skipped = skip_empty_line(reader, limits)
+        if skipped is not None:
+            head = take_head(reader, limits)
+            if head is not None:
+                return head
         if reader.eof or not reader.fill():
             if reader.peek():
                 raise IncompleteMessage("the connection closed in the middle of the request head")

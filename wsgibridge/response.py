@@ -28,6 +28,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterable
 from email.utils import formatdate
+from http import HTTPStatus
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -132,6 +133,51 @@ class _DateCache:
 
 http_date = _DateCache().now
 
+SERVER_SOFTWARE = f"wsgibridge/{__version__}"
+
+
+def error_response(
+    code: int,
+    message: str | None = None,
+    extra_headers: Iterable[tuple[str, str]] = (),
+    server: str = SERVER_SOFTWARE,
+) -> tuple[list[tuple[str, str]], bytes]:
+    """The header fields and body of an error the server answers itself (the app is not called).
+
+    A short plain-text body (``400 Bad Request`` and why), ``Connection:
+    close`` (the connection ends with it), and ``Date``: RFC 9110 §6.6.1, "An
+    origin server with a clock MUST generate a Date header field in all 2xx,
+    3xx and 4xx responses".  ``extra_headers`` must already be validated.
+    """
+    status = HTTPStatus(code)
+    body = f"{status.value} {status.phrase}\n".encode("ascii")
+    if message:
+        body += message.encode("latin-1", "replace") + b"\n"
+    headers = [
+        ("Content-Type", "text/plain; charset=utf-8"),
+        ("Content-Length", str(len(body))),
+        *extra_headers,
+        ("Connection", "close"),
+        ("Date", http_date()),
+        ("Server", server),
+    ]
+    return headers, body
+
+
+def encode_head(
+    protocol: str, status_code: int, reason: str, headers: Iterable[tuple[str, str]]
+) -> bytes:
+    """A status line and header section as bytes (latin-1, the names and values validated)."""
+    lines = "".join([f"{name}: {value}\r\n" for name, value in headers])
+    return f"{protocol} {status_code} {reason}\r\n{lines}\r\n".encode("latin-1", "strict")
+
+
+def error_message(code: int, message: str | None = None, *, with_body: bool = True) -> bytes:
+    """A whole error response as bytes, for a connection no handler serves (HTTP/1.1)."""
+    headers, body = error_response(code, message)
+    head = encode_head("HTTP/1.1", code, HTTPStatus(code).phrase, headers)
+    return head + body if with_body else head
+
 
 def validate_status(status: object) -> tuple[int, str]:
     """(code, reason) from a PEP 3333 status string, or ResponseHeaderError."""
@@ -206,7 +252,7 @@ class ResponseWriter:
     request body).
     """
 
-    server_software = f"wsgibridge/{__version__}"
+    server_software = SERVER_SOFTWARE
 
     def __init__(
         self,

@@ -64,8 +64,8 @@ from .listen import (
 from .pool import WorkerPool
 from .proxy import MAX_PROXY_LINE, TrustedProxies, parse_proxy_v1
 from .ready import EpollSource, QueueSource
-from .response import WSGIApp
-from .tls import PLAIN_HTTP_RESPONSE, handshake, looks_like_plain_http, make_ssl_context
+from .response import WSGIApp, error_message
+from .tls import PLAIN_HTTP_MESSAGE, handshake, looks_like_plain_http, make_ssl_context
 
 log = logging.getLogger("wsgibridge.server")
 
@@ -602,6 +602,7 @@ class WSGIServer:
             if done:
                 handler = self.handler_class(conn.sock, conn.address, self)
                 handler.proxy_peer = conn.proxy_peer
+                handler.connected(conn.accepted_at)
                 return handler
             if not _readable(conn.sock, 0.0):
                 break
@@ -670,7 +671,7 @@ class WSGIServer:
             conn.sock = raw
             try:
                 raw.setblocking(False)
-                raw.send(PLAIN_HTTP_RESPONSE)
+                raw.send(error_message(400, PLAIN_HTTP_MESSAGE))
             except OSError:
                 pass
             self._close(conn, linger=True)
@@ -716,22 +717,31 @@ class WSGIServer:
             self._close(conn)
 
     def _expire(self, conn: _Conn) -> None:
-        """A parked connection's deadline passed (in the reactor)."""
+        """A parked connection's deadline passed (in the reactor, which has claimed it).
+
+        Bytes waiting in the socket mean the client did its part and the
+        workers were all busy: the request may well be complete, so the
+        connection waits on for a worker, which refuses the head with 408 if
+        it turns out incomplete.  Otherwise a partial head gets its 408 here,
+        and the connection closes lingeringly so no reset destroys the answer.
+        """
+        if not self._stopping and _readable(conn.sock, 0.0):
+            self._park(conn, time.monotonic() + self.config.header_timeout)
+            return
         handler = conn.handler
-        if handler is not None and handler.rfile.buffered():
+        linger = False
+        if handler is not None and handler.head_pending:
             # Part of a request head arrived, the rest did not in time.
             log.info("%s: request head not complete in time; closing", conn.address)
-            answer = (
-                b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-            )
-            sock = conn.sock
             try:
-                sock.setblocking(False)  # the reactor never waits on a client
-                sock.send(answer)
+                conn.sock.setblocking(False)  # the reactor never waits on a client
+                conn.sock.send(error_message(408, "the request head was not complete in time"))
             except (OSError, ValueError):
                 pass
+            else:
+                linger = True
         conn.state = ACTIVE
-        self._close(conn)
+        self._close(conn, linger=linger)
 
     # -- closing -----------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ and advances ``do_handshake()`` non-blocking on the bytes that have arrived,
 parking the connection in between; :func:`handshake` (a blocking loop under
 one deadline) only finishes a handshake that is waiting to *write*.  When
 :func:`looks_like_plain_http` says the client spoke clear-text HTTP, the
-server sends :data:`PLAIN_HTTP_RESPONSE` on the raw socket and closes it
+server sends a 400 (:data:`PLAIN_HTTP_MESSAGE`) on the raw socket and closes it
 lingeringly.  :func:`tls_environ` is computed once per connection.
 
 Every function here is pure with respect to the process: no global state, no
@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from typing import cast
 
 __all__ = [
-    "PLAIN_HTTP_RESPONSE",
+    "PLAIN_HTTP_MESSAGE",
     "format_dn",
     "handshake",
     "looks_like_plain_http",
@@ -186,14 +186,8 @@ def handshake(sock: ssl.SSLSocket, timeout: float) -> None:
 # not recognised by OpenSSL and fail as an ordinary bad record.
 _PLAIN_HTTP_REASONS = frozenset({"HTTP_REQUEST", "HTTPS_PROXY_REQUEST"})
 
-_PLAIN_HTTP_BODY = b"400 Bad Request\nThe plain HTTP request was sent to HTTPS port\n"
-PLAIN_HTTP_RESPONSE = (
-    b"HTTP/1.1 400 Bad Request\r\n"
-    b"Content-Type: text/plain; charset=utf-8\r\n"
-    b"Content-Length: " + str(len(_PLAIN_HTTP_BODY)).encode("ascii") + b"\r\n"
-    b"Connection: close\r\n"
-    b"\r\n" + _PLAIN_HTTP_BODY
-)
+# What nginx says to clear-text HTTP on its TLS port (a 400).
+PLAIN_HTTP_MESSAGE = "The plain HTTP request was sent to HTTPS port"
 
 
 def looks_like_plain_http(exc: BaseException) -> bool:
@@ -202,7 +196,7 @@ def looks_like_plain_http(exc: BaseException) -> bool:
     That is, the client spoke HTTP, not TLS, to the TLS port (OpenSSL
     reason ``HTTP_REQUEST``, or ``HTTPS_PROXY_REQUEST`` for a ``CONNECT``).
     OpenSSL sends no alert in that case, so a clear-text answer
-    (:data:`PLAIN_HTTP_RESPONSE`) reaches the client intact.
+    (a 400 saying :data:`PLAIN_HTTP_MESSAGE`) reaches the client intact.
     """
     if not isinstance(exc, ssl.SSLError):
         return False
