@@ -26,12 +26,14 @@ from wsgibridge.listen import (
     Bind,
     close_listener,
     listener_address,
+    open_bind,
     open_listener,
     parse_bind,
+    resolve,
     systemd_listeners,
 )
 
-from .conftest import needs_ipv6, needs_unix
+from .conftest import can_bind, needs_ipv6, needs_unix
 
 ROOT = Path(__file__).resolve().parent.parent
 BACKLOG = 8
@@ -97,6 +99,9 @@ VALID = [
     (":8000", Bind("tcp", "0.0.0.0", 8000)),  # every IPv4 interface
     ("8000", Bind("tcp", "127.0.0.1", 8000)),  # port only: loopback
     ("0", Bind("tcp", "127.0.0.1", 0)),
+    ("localhost:8000", Bind("tcp", "localhost", 8000)),  # a name: resolved when opened
+    ("LocalHost.:8000", Bind("tcp", "localhost", 8000)),  # names in canonical form
+    ("web1:80", Bind("tcp", "web1", 80)),
     ("unix:/run/app.sock", Bind("unix", path="/run/app.sock")),
     ("unix:relative.sock", Bind("unix", path="relative.sock")),
     ("unix:@name", Bind("unix", path="@name")),  # a file named @name, not abstract
@@ -126,12 +131,13 @@ INVALID = [
     ("[::1:8000", r"missing '\]'"),
     ("[127.0.0.1]:80", "brackets are only for IPv6"),
     ("[localhost]:80", "brackets are only for IPv6"),
-    ("localhost:8000", "not an IP address.*host names are not resolved"),
-    ("example.com:80", "not an IP address"),
-    ("256.0.0.1:80", "not an IP address"),
-    ("127.000.000.001:80", "not an IP address"),
-    (" 127.0.0.1:80", "not an IP address"),
-    ("[::g]:80", "not an IP address"),
+    ("256.0.0.1:80", "neither an IP address nor a host name"),
+    ("127.000.000.001:80", "neither an IP address nor a host name"),
+    (" 127.0.0.1:80", "neither an IP address nor a host name"),
+    ("[::g]:80", "neither an IP address nor a host name"),
+    ("exa_mple.com:80", "neither an IP address nor a host name"),
+    ("-bad.example:80", "neither an IP address nor a host name"),
+    ("bücher.example:80", "neither an IP address nor a host name"),
     ("unix:", "empty unix socket path"),
     ("unix://run/app.sock", "not unix://"),
     ("unix:/tmp/a\0b", "NUL"),
@@ -161,9 +167,9 @@ def test_parse_bind_invalid(spec: str, message: str) -> None:
 @pytest.mark.parametrize(
     ("make", "message"),
     [
-        (lambda: Bind("tcp", "localhost", 80), "not an IP address"),
+        (lambda: Bind("tcp", "local host", 80), "neither an IP address nor a host name"),
         (lambda: Bind("tcp", port=80), "empty host"),
-        (lambda: Bind("tcp", "[::1]", 80), "not an IP address"),
+        (lambda: Bind("tcp", "[::1]", 80), "neither an IP address nor a host name"),
         (lambda: Bind("tcp", "127.0.0.1", 65536), "0 to 65535"),
         (lambda: Bind("tcp", "127.0.0.1", 80, path="/x"), "only its own fields"),
         (lambda: Bind("unix"), "empty unix socket path"),
@@ -183,6 +189,42 @@ def test_bind_str() -> None:
     assert str(Bind("tcp", "::1", 8000)) == "[::1]:8000"
     assert str(Bind("unix", path="/run/a.sock")) == "unix:/run/a.sock"
     assert str(Bind("fd", fd=3)) == "fd://3"
+
+
+def test_host_names_are_names_and_addresses_are_not() -> None:
+    assert parse_bind("localhost:1").is_name
+    assert parse_bind("web1:1").is_name
+    assert not parse_bind("127.0.0.1:1").is_name
+    assert not parse_bind("[::1]:1").is_name
+    assert not parse_bind("unix:/x").is_name
+
+
+def test_localhost_opens_both_loopbacks_on_one_port() -> None:
+    """RFC 6761 §6.3: localhost names resolve to the loopback addresses, IPv4 and IPv6,
+    whatever /etc/hosts lists; with port 0 both sockets share the port the first got,
+    so one URL with either address reaches the server.  Without IPv6 only 127.0.0.1."""
+    sockets = open_bind(parse_bind("localhost:0"), backlog=8)
+    try:
+        addresses = [sock.getsockname()[:2] for sock in sockets]
+        hosts = [host for host, _ in addresses]
+        assert hosts == (["127.0.0.1", "::1"] if can_bind("::1") else ["127.0.0.1"])
+        assert len({port for _, port in addresses}) == 1
+        for host, port in addresses:
+            with socket.create_connection((host, port), timeout=2):
+                pass
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def test_a_name_that_does_not_resolve_names_itself() -> None:
+    with pytest.raises(OSError, match=r"cannot resolve 'no-such-host\.invalid'"):
+        open_bind(parse_bind("no-such-host.invalid:0"), backlog=8)
+
+
+def test_resolve_leaves_addresses_alone() -> None:
+    bind = parse_bind("127.0.0.1:5")
+    assert resolve(bind) == [bind]
 
 
 def test_open_listener_checks_its_options() -> None:

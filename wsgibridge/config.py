@@ -229,7 +229,7 @@ class Config:
             object.__setattr__(self, "bind", tuple(self.bind))
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be between 0 and 65535, not {self.port}")
-        for spec in self.bind:
+        for spec in self.binds:
             parse_bind(spec)  # raises ValueError naming the bad address
         if not 0 <= self.unix_socket_mode <= 0o777:
             raise ValueError(f"unix_socket_mode must be 0 to 0o777, not {self.unix_socket_mode:o}")

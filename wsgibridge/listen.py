@@ -10,6 +10,8 @@ Bind specs (``parse_bind``), one listener each:
 =========================  ==================================================
 ``127.0.0.1:8000``         IPv4 address and port (port 0 picks a free port)
 ``[::1]:8000``             IPv6 address in brackets, IPV6_V6ONLY=1
+``localhost:8000``         a host name: every address it resolves to at
+                           bind time (``open_bind``)
 ``[::]:8000``              every IPv6 *and* IPv4 interface (dual stack,
                            IPV6_V6ONLY=0) where the OS allows it
 ``:8000``                  every IPv4 interface (``0.0.0.0``), as gunicorn
@@ -23,12 +25,15 @@ Bind specs (``parse_bind``), one listener each:
 
 Decisions:
 
-* Host *names* are refused, ``localhost`` included: a name can resolve to
-  several addresses (``::1`` and ``127.0.0.1``) or to different ones tomorrow,
-  and one ``Bind`` opens exactly one socket.  Write the address; give several
-  ``--bind`` options for several addresses.  Addresses are stored in canonical
-  form (``[0:0::1]`` becomes ``::1``), so equal binds compare equal, and
-  ``parse_bind(str(bind)) == bind``.
+* A host *name* is resolved when the sockets are opened, not when it is
+  parsed, and a socket is opened for every address it resolves to, as nginx
+  does (``localhost`` gives ``127.0.0.1`` and ``::1`` where the system has
+  IPv6): ``open_bind`` turns one such ``Bind`` into several sockets,
+  ``open_listener`` takes addresses only.  An address of the name that cannot
+  be bound here (no IPv6 at all, say) is left out while another one binds;
+  with port 0 every socket gets the port the first one got.  Addresses are
+  stored in canonical form (``[0:0::1]`` becomes ``::1``) and names in lower
+  case, so equal binds compare equal, and ``parse_bind(str(bind)) == bind``.
 * ``unix://…`` is refused rather than guessed at (is ``unix://run/x`` relative
   or ``/run/x``?); write ``unix:/abs/path`` or ``unix:rel/path``.  There is no
   abstract-namespace syntax: ``unix:@x`` is a file named ``@x``.
@@ -62,6 +67,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import os
+import re
 import socket
 import stat
 import weakref
@@ -73,8 +79,10 @@ __all__ = [
     "Bind",
     "close_listener",
     "listener_address",
+    "open_bind",
     "open_listener",
     "parse_bind",
+    "resolve",
     "systemd_listeners",
 ]
 
@@ -90,15 +98,20 @@ _SYSTEMD_VARIABLES = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
 #: How long the stale-socket probe waits for a live server's accept queue.
 _PROBE_TIMEOUT = 1.0
 
-_NAMES_REFUSED = "host names are not resolved; use 127.0.0.1, [::1], 0.0.0.0 or [::]"
+# RFC 1123 §2.1 host names: labels of letters, digits and hyphens, dot-separated.
+_HOST_NAME = re.compile(
+    r"(?=.{1,253}\Z)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*"
+)
+# Port 0 on a name: how often to try again when a later address's port is taken.
+_SAME_PORT_ATTEMPTS = 8
 
 
 @dataclass(frozen=True)
 class Bind:
     """One address to listen on; validated (and the host made canonical) on creation.
 
-    ``tcp`` uses ``host`` (an IPv4 or IPv6 address, no brackets, no names) and
-    ``port``; ``unix`` uses ``path``; ``fd`` uses ``fd``.  Fields of the other
+    ``tcp`` uses ``host`` (an IPv4 or IPv6 address without brackets, or a host
+    name) and ``port``; ``unix`` uses ``path``; ``fd`` uses ``fd``.  Fields of the other
     kinds must keep their defaults.
     """
 
@@ -110,7 +123,7 @@ class Bind:
 
     def __post_init__(self) -> None:
         if self.kind == "tcp":
-            object.__setattr__(self, "host", _canonical_ip(self.host))
+            object.__setattr__(self, "host", _canonical_host(self.host))
             port = self.port
             if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
                 raise ValueError(f"port must be an integer from 0 to 65535, not {port!r}")
@@ -131,6 +144,17 @@ class Bind:
         if unused:
             raise ValueError(f"a {self.kind} bind takes only its own fields: {self!r}")
 
+    @property
+    def is_name(self) -> bool:
+        """True for a TCP bind on a host name (resolved when opened)."""
+        if self.kind != "tcp" or ":" in self.host:
+            return False
+        try:
+            ipaddress.IPv4Address(self.host)
+        except ValueError:
+            return True
+        return False
+
     def __str__(self) -> str:
         """The spec text: ``127.0.0.1:8000``, ``[::1]:8000``, ``unix:PATH``, ``fd://N``."""
         if self.kind == "tcp":
@@ -140,13 +164,23 @@ class Bind:
         return f"fd://{self.fd}"
 
 
-def _canonical_ip(host: str) -> str:
+def _canonical_host(host: str) -> str:
     if not host:
-        raise ValueError(f"empty host ({_NAMES_REFUSED})")
+        raise ValueError("empty host; use 127.0.0.1, [::1], 0.0.0.0, [::] or a host name")
     try:
         return str(ipaddress.ip_address(host))
     except ValueError:
-        raise ValueError(f"{host!r} is not an IP address ({_NAMES_REFUSED})") from None
+        pass
+    name = host.lower().removesuffix(".")
+    # RFC 1123 §2.1: a host name never has the dotted-decimal form, so a last
+    # label of digits only is a mistyped address, not a name to look up.
+    if (
+        not name.isascii()
+        or _HOST_NAME.fullmatch(name) is None
+        or name.rpartition(".")[2].isdigit()
+    ):
+        raise ValueError(f"{host!r} is neither an IP address nor a host name")
+    return name
 
 
 def _format_tcp(host: str, port: int) -> str:
@@ -160,8 +194,9 @@ def parse_bind(spec: str) -> Bind:
     """The :class:`Bind` for a ``--bind`` spec (forms in the module docstring).
 
     Raises ``ValueError`` naming the spec and what is wrong: a missing port, a
-    port out of range, an IPv6 address with a port but no brackets, a host name,
-    an empty Unix path, an unknown scheme.
+    port out of range, an IPv6 address with a port but no brackets, a host that
+    is neither an address nor a name, an empty Unix path, an unknown scheme.
+    Names are not resolved here (:func:`open_bind` does).
     """
     try:
         return _parse(spec)
@@ -266,6 +301,79 @@ def open_listener(
             raise ValueError(f"unix_mode must be between 0 and 0o7777, not {unix_mode:#o}")
         return _open_unix(bind, backlog, unix_mode)
     return _adopt(bind.fd, str(bind))
+
+
+def resolve(bind: Bind) -> list[Bind]:
+    """The address binds of ``bind``: itself, or one per address its host name resolves to.
+
+    Resolution asks the system (``getaddrinfo``: ``/etc/hosts``, then DNS), once,
+    at bind time; the order is the resolver's, duplicates dropped.
+    """
+    if not bind.is_name:
+        return [bind]
+    if bind.host == "localhost" or bind.host.endswith(".localhost"):
+        # RFC 6761 §6.3: "users are free to assume that IPv4 and IPv6 address
+        # queries for localhost names will always resolve to the respective IP
+        # loopback address" - whatever /etc/hosts says (many list only one).
+        return [Bind("tcp", "127.0.0.1", bind.port), Bind("tcp", "::1", bind.port)]
+    try:
+        infos = socket.getaddrinfo(
+            bind.host, bind.port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE
+        )
+    except OSError as exc:
+        raise _error(exc, f"cannot resolve {bind.host!r} to listen on {bind}") from exc
+    hosts: list[str] = []
+    for family, _, _, _, address in infos:
+        if family in (socket.AF_INET, socket.AF_INET6):
+            host = str(ipaddress.ip_address(str(address[0]).partition("%")[0]))
+            if host not in hosts:
+                hosts.append(host)
+    if not hosts:
+        raise OSError(f"cannot listen on {bind}: {bind.host!r} has no IPv4 or IPv6 address")
+    return [Bind("tcp", host, bind.port) for host in hosts]
+
+
+def open_bind(
+    bind: Bind, *, backlog: int, unix_mode: int = 0o660, reuse_port: bool = False
+) -> list[socket.socket]:
+    """The listening sockets for ``bind``: one, or one per address of a host name.
+
+    For a name, an address that cannot be bound here (``EADDRNOTAVAIL``, or an
+    address family the system lacks) is left out as long as another one binds;
+    any other error, or none binding, raises.  With port 0 every socket gets the
+    port the first one got (tried again, a few times, if it is taken on another
+    address).
+    """
+    if not bind.is_name:
+        return [open_listener(bind, backlog=backlog, unix_mode=unix_mode, reuse_port=reuse_port)]
+    addresses = resolve(bind)
+    for _attempt in range(_SAME_PORT_ATTEMPTS):
+        sockets: list[socket.socket] = []
+        port = bind.port
+        skipped: list[OSError] = []
+        try:
+            for address in addresses:
+                try:
+                    sock = open_listener(
+                        Bind("tcp", address.host, port), backlog=backlog, reuse_port=reuse_port
+                    )
+                except OSError as exc:
+                    if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+                        skipped.append(exc)
+                        continue
+                    raise
+                sockets.append(sock)
+                port = int(sock.getsockname()[1])
+        except OSError as exc:
+            for sock in sockets:
+                sock.close()
+            if bind.port == 0 and sockets and exc.errno == errno.EADDRINUSE:
+                continue  # the port the first address got is taken on another: again
+            raise
+        if sockets:
+            return sockets
+        raise skipped[0]
+    raise OSError(errno.EADDRINUSE, f"cannot listen on {bind}: no port free on every address")
 
 
 def _error(exc: OSError, text: str) -> OSError:

@@ -57,7 +57,7 @@ from .handler import WSGIRequestHandler
 from .listen import (
     close_listener,
     listener_address,
-    open_listener,
+    open_bind,
     parse_bind,
     systemd_listeners,
 )
@@ -960,13 +960,13 @@ def open_listeners(config: Config) -> list[socket.socket]:
     listeners: list[socket.socket] = []
     try:
         for spec in config.binds:
-            listeners.append(
-                open_listener(
-                    parse_bind(spec),
-                    backlog=config.backlog,
-                    unix_mode=config.unix_socket_mode,
+            bind = parse_bind(spec)
+            opened = open_bind(bind, backlog=config.backlog, unix_mode=config.unix_socket_mode)
+            if bind.is_name:
+                log.info(
+                    "%s: listening on %s", spec, ", ".join(listener_address(s) for s in opened)
                 )
-            )
+            listeners.extend(opened)
     except BaseException:
         for listener in listeners:
             close_listener(listener)
