@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 import requests
 
+from wsgibridge import testing as wsgibridge_testing
 from wsgibridge.accesslog import AccessRecord
-from wsgibridge.testing import RequestLog, StopableWSGIServer
+from wsgibridge.testing import WAITRESS_OPTIONS, RequestLog, StopableWSGIServer
 
 webtest_http = pytest.importorskip("webtest.http")
 
@@ -116,9 +117,82 @@ def test_ours_starts_and_stops_much_faster() -> None:
     assert timings["wsgibridge"] < timings["webtest"]
 
 
-def test_unknown_waitress_options_are_refused_by_name() -> None:
-    with pytest.raises(TypeError, match="asyncore_use_poll"):
-        StopableWSGIServer.create(app, asyncore_use_poll=True)
+def test_unknown_options_are_refused_by_name() -> None:
+    """A misspelt option is one clear error naming it, not a TypeError from deep inside."""
+    with pytest.raises(ValueError, match=r"unknown option thraeds .*threads"):
+        StopableWSGIServer.create(app, thraeds=2)
+
+
+def test_every_waitress_option_is_accepted_and_kept_in_adj() -> None:
+    """WebTest passes its keyword arguments to waitress; each of waitress's adjustments
+    is taken (translated, or accepted and ignored where it tunes waitress's own
+    buffering), and ``adj`` carries what was given, as waitress's does."""
+    adjustments = pytest.importorskip("waitress.adjustments")
+    names = {name for name, _ in adjustments.Adjustments._params}
+    assert names <= WAITRESS_OPTIONS, sorted(names - WAITRESS_OPTIONS)
+    server = StopableWSGIServer.create(
+        app,
+        threads=2,
+        channel_timeout=30,
+        asyncore_use_poll=True,
+        ident="test",
+        trusted_proxy="127.0.0.1",
+        clear_untrusted_proxy_headers=True,
+    )
+    try:
+        assert (server.adj.threads, server.adj.channel_timeout, server.adj.ident) == (2, 30, "test")
+        assert server.background.server.config.keepalive_timeout == 30
+        assert server.background.server.config.threads == 2
+        assert requests.get(server.application_url + "x", timeout=5).text == "GET /x"
+    finally:
+        server.shutdown()
+
+
+@pytest.mark.parametrize("impl", ["webtest", "wsgibridge"])
+def test_host_localhost_works(impl: str) -> None:
+    """``create(app, host="localhost")``: served on the name, as waitress does."""
+    instance = IMPLEMENTATIONS[impl].create(app, host="localhost")
+    try:
+        assert instance.application_url.startswith("http://localhost:")
+        assert instance.adj.host == "localhost"
+        url = f"http://127.0.0.1:{instance.adj.port}/y"
+        assert requests.get(url, timeout=5).text == "GET /y"
+    finally:
+        instance.shutdown()
+
+
+def test_listen_and_unix_socket_options(tmp_path: Path) -> None:
+    """waitress's ``listen`` ("host:port ...") and ``unix_socket`` (+ ``unix_socket_perms``
+    as an octal string) choose where the server listens."""
+    path = tmp_path / "s.sock"
+    server = StopableWSGIServer.create(
+        app, listen="127.0.0.1:0", unix_socket=str(path), unix_socket_perms="600"
+    )
+    try:
+        assert (path.stat().st_mode & 0o777) == 0o600
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(5)
+            sock.connect(str(path))
+            sock.sendall(b"GET /u HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert b"GET /u" in sock.recv(65536)
+        assert requests.get(server.application_url + "t", timeout=5).text == "GET /t"
+    finally:
+        server.shutdown()
+
+
+@pytest.mark.parametrize("module", [pytest.param("webtest", marks=WEBTEST_LEAKS), "wsgibridge"])
+def test_check_server_and_get_free_port_as_in_webtest_http(module: str) -> None:
+    """The module replaces ``webtest.http`` whole: ``get_free_port()`` gives (host, port),
+    ``check_server(host, port, path)`` the status of a GET, 0 when nothing answers."""
+    helpers = webtest_http if module == "webtest" else wsgibridge_testing
+    host, port = helpers.get_free_port()
+    assert host == "127.0.0.1" and 0 < port < 65536
+    instance = StopableWSGIServer.create(app)
+    try:
+        assert helpers.check_server(instance.adj.host, instance.adj.port, "/ok", retries=1) == 200
+    finally:
+        instance.shutdown()
+    assert helpers.check_server(instance.adj.host, instance.adj.port, retries=1, timeout=1) == 0
 
 
 def _record(path: str, began: float, duration: float) -> AccessRecord:

@@ -15,7 +15,9 @@ A suite switches by changing one import::
 from __future__ import annotations
 
 import bisect
+import http.client
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -116,8 +118,8 @@ class RequestLog:
 
 # -- the WebTest drop-in --------------------------------------------------------------------
 
-# WebTest's create() keyword arguments are waitress adjustments; these have a
-# wsgibridge equivalent, the rest are refused by name.
+# WebTest's create() keyword arguments are waitress adjustments.  These have a
+# wsgibridge equivalent (name -> Config field) ...
 _WAITRESS_NAMES = {
     "host": "host",
     "port": "port",
@@ -130,7 +132,92 @@ _WAITRESS_NAMES = {
     "channel_timeout": "keepalive_timeout",
     "max_request_header_size": "max_header_bytes",
     "max_request_body_size": "max_body_size",
+    "trusted_proxy": "forwarded_allow_ips",
 }
+# ... these are translated by _translate ...
+_WAITRESS_TRANSLATED = {"listen", "unix_socket", "unix_socket_perms", "sockets"}
+# ... and these tune waitress's own buffering, logging or proxy-header policy,
+# which wsgibridge does not have (it trusts a trusted proxy's forwarding
+# headers and drops them from anyone else): accepted, kept in ``adj``, ignored.
+_WAITRESS_IGNORED = {
+    "ipv4",
+    "ipv6",
+    "trusted_proxy_count",
+    "trusted_proxy_headers",
+    "log_untrusted_proxy_headers",
+    "clear_untrusted_proxy_headers",
+    "recv_bytes",
+    "send_bytes",
+    "outbuf_overflow",
+    "outbuf_high_watermark",
+    "inbuf_overflow",
+    "cleanup_interval",
+    "log_socket_errors",
+    "ident",
+    "asyncore_loop_timeout",
+    "asyncore_use_poll",
+    "channel_request_lookahead",
+    "server_name",
+}
+WAITRESS_OPTIONS = frozenset(_WAITRESS_NAMES) | _WAITRESS_TRANSLATED | _WAITRESS_IGNORED
+
+
+def _translate(kwargs: dict[str, Any]) -> tuple[dict[str, Any], list[Any] | None]:
+    """Config options and pre-bound sockets for WebTest's (waitress's) keyword arguments."""
+    unknown = sorted(set(kwargs) - WAITRESS_OPTIONS)
+    if unknown:
+        raise ValueError(
+            f"StopableWSGIServer: unknown option{'s' if len(unknown) > 1 else ''}"
+            f" {', '.join(unknown)} (it takes waitress's: {', '.join(sorted(WAITRESS_OPTIONS))})"
+        )
+    options = {_WAITRESS_NAMES[k]: v for k, v in kwargs.items() if k in _WAITRESS_NAMES}
+    binds: list[str] = []
+    if "listen" in kwargs:  # waitress: "host:port host:port ..."
+        binds += str(kwargs["listen"]).split()
+    if "unix_socket" in kwargs:
+        binds.append(f"unix:{kwargs['unix_socket']}")
+    if binds:
+        options["bind"] = tuple(binds)
+    if "unix_socket_perms" in kwargs:  # waitress: an octal string, "600"
+        options["unix_socket_mode"] = int(str(kwargs["unix_socket_perms"]), 8)
+    sockets = kwargs.get("sockets")
+    return options, list(sockets) if sockets else None
+
+
+def get_free_port() -> tuple[str, int]:
+    """``webtest.http.get_free_port``: a host and a port that was free a moment ago.
+
+    Racy by nature (another process may take the port before you bind it); a
+    server made here binds port 0 itself and never needs this.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("", 0))
+        port = int(sock.getsockname()[1])
+    return os.environ.get("WEBTEST_SERVER_BIND", "127.0.0.1"), port
+
+
+def check_server(
+    host: str, port: int | str, path_info: str = "/", timeout: float = 3, retries: int = 30
+) -> int:
+    """``webtest.http.check_server``: GET ``path_info`` until the server answers; its status.
+
+    0 when it never answered in ``retries`` tries (0.3 s apart) or ``retries``
+    is negative.  A server from :meth:`StopableWSGIServer.create` answers at
+    the first try.
+    """
+    for attempt in range(max(retries, 0)):
+        if attempt:
+            time.sleep(0.3)
+        try:
+            connection = http.client.HTTPConnection(host, int(port), timeout=timeout)
+            try:
+                connection.request("GET", path_info)
+                return connection.getresponse().status
+            finally:
+                connection.close()
+        except (OSError, http.client.HTTPException):
+            continue
+    return 0
 
 
 class StopableWSGIServer:
@@ -139,17 +226,20 @@ class StopableWSGIServer:
     was_shutdown = False
 
     def __init__(self, application: WSGIApp, **kwargs: Any) -> None:
-        unknown = sorted(set(kwargs) - set(_WAITRESS_NAMES))
-        if unknown:
-            raise TypeError(f"StopableWSGIServer: unsupported options {', '.join(unknown)}")
-        options = {_WAITRESS_NAMES[name]: value for name, value in kwargs.items()}
+        options, sockets = _translate(kwargs)
         options.setdefault("host", os.environ.get("WEBTEST_SERVER_BIND", "127.0.0.1"))
         options.setdefault("port", 0)
         self.test_app = application
-        self.background = BackgroundServer(self.wrapper, **options)
-        host, port = self.background.host, self.background.port
-        self.adj = SimpleNamespace(host=host, port=port)  # what tests read of waitress's
-        self.application_url = f"http://{host}:{port}/"
+        self.background = BackgroundServer(self.wrapper, sockets=sockets, **options)
+        # The host as given (a name stays a name, as with waitress), the port bound.
+        host, port = str(options["host"]), self.background.port
+        if host in ("", "0.0.0.0", "::") or not self.background.host:
+            host = self.background.host or "127.0.0.1"
+        # What tests read of waitress's adjustments: every option given, and
+        # the address actually bound.
+        self.adj = SimpleNamespace(**{**kwargs, "host": host, "port": port})
+        url_host = f"[{host}]" if ":" in host else host
+        self.application_url = f"http://{url_host}:{port}/"
         self.runner: threading.Thread | None = None
 
     def wrapper(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
