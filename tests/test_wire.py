@@ -24,6 +24,8 @@ from typing import Any
 
 import pytest
 
+import wsgibridge
+
 from .conftest import (
     RawResponse,
     ResponseReader,
@@ -173,6 +175,8 @@ def test_environ_cgi_variables(serve: ServerFactory) -> None:
     # value of REMOTE_ADDR" when it does not look the name up (never: no DNS per request).
     assert env["REMOTE_HOST"] == "127.0.0.1"
     assert env["REMOTE_PORT"] == str(client_port)
+    # RFC 3875 §4.1.17, as waitress, gunicorn, wsgiref and Werkzeug set it.
+    assert env["SERVER_SOFTWARE"] == f"wsgibridge/{wsgibridge.__version__}"
     assert env["HTTP_HOST"] == "test"
     for key, value in env.items():
         if "." not in key:
@@ -339,6 +343,7 @@ def test_environ_does_not_leak_os_environ(
         "REMOTE_ADDR",
         "REMOTE_HOST",
         "REMOTE_PORT",
+        "SERVER_SOFTWARE",
         "CONTENT_TYPE",
         "CONTENT_LENGTH",
     }

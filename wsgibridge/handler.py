@@ -422,6 +422,9 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
         # substitute the value of REMOTE_ADDR" when it does not look names up
         # (we never do: a DNS lookup per request is slow and spoofable).
         environ["REMOTE_HOST"] = environ["REMOTE_ADDR"]
+        # RFC 3875 §4.1.17: "the name and version of the information server
+        # software making the CGI request" (the Server header's value).
+        environ["SERVER_SOFTWARE"] = self.writer_class.server_software
         return environ
 
     def run_wsgi(self, head: RequestHead, body: InputStream) -> None:
