@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import argparse
 import ast
+import errno
 import importlib
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from . import __version__
 from .accesslog import open_sink
 from .config import Config, config_fields
+from .errors import ConfigError
 from .response import WSGIApp
 from .server import serve as default_serve
 
@@ -26,7 +29,57 @@ EXIT_USAGE = 2
 
 
 class AppImportError(Exception):
-    """The ``module:app`` argument does not name a WSGI application."""
+    """The ``module:app`` argument does not name a WSGI application.
+
+    ``details`` is what to print under the one-line message: the traceback of
+    an exception raised by the app's own code while it was imported or made.
+    """
+
+    def __init__(self, message: str, details: str = "") -> None:
+        super().__init__(message)
+        self.details = details
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line naming the fix, not the whole usage first."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"wsgibridge: error: {message} (see wsgibridge --help)\n")
+
+
+_IMPORTLIB = os.path.dirname(importlib.__file__) + os.sep
+
+
+def _app_traceback(exc: BaseException) -> str:
+    """The traceback of an import failure as Python prints it, without importlib's frames."""
+    trace = traceback.TracebackException.from_exception(exc)
+    frames = [
+        frame
+        for frame in trace.stack
+        if not frame.filename.startswith(("<frozen importlib", _IMPORTLIB))
+        and frame.filename != __file__
+    ]
+    if not frames and not isinstance(exc, SyntaxError):
+        return ""  # raised by the call itself: the one line says it all
+    trace.stack = traceback.StackSummary.from_list(frames)
+    return "".join(trace.format()).rstrip("\n")
+
+
+def _describe(exc: BaseException) -> str:
+    """``ExceptionType: message`` on one line."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _callables(module: Any) -> list[str]:
+    """Names of the callables a module defines itself (candidates for the app), sorted."""
+    names = []
+    for name, value in vars(module).items():
+        if name.startswith("_") or not callable(value):
+            continue
+        if getattr(value, "__module__", None) == module.__name__:
+            names.append(name)
+    return sorted(names)
 
 
 def _type_name(annotation: Any) -> str:
@@ -35,7 +88,7 @@ def _type_name(annotation: Any) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, one option per Config field."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="wsgibridge",
         description="Serve a WSGI application over HTTP/1.1 with the standard library.",
     )
@@ -125,10 +178,24 @@ def load_app(spec: str) -> WSGIApp:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name and module_name.startswith(exc.name):
-            raise AppImportError(f"cannot import module {module_name!r}: not found") from exc
-        raise AppImportError(f"importing {module_name!r} failed: {exc!r}") from exc
+            hint = ""
+            if module_name.endswith(".py"):
+                stem = module_name[: -len(".py")].replace(os.sep, ".")
+                hint = f"; to serve {module_name}, name its module: wsgibridge {stem}:app"
+            elif os.path.isdir(module_name.split(".")[0]) or os.sep in module_name:
+                hint = "; give a module name (package.module:app), not a path"
+            else:
+                hint = " (is it in the current directory, or installed in this environment?)"
+            raise AppImportError(f"cannot import module {module_name!r}: not found{hint}") from exc
+        raise AppImportError(
+            f"importing {module_name!r} failed: {_describe(exc)}"
+            f" (is {exc.name!r} installed in this environment?)",
+            _app_traceback(exc),
+        ) from exc
     except Exception as exc:
-        raise AppImportError(f"importing {module_name!r} failed: {exc!r}") from exc
+        raise AppImportError(
+            f"importing {module_name!r} failed: {_describe(exc)}", _app_traceback(exc)
+        ) from exc
     call: ast.Call | None = None
     if attribute.endswith(")"):
         try:
@@ -141,6 +208,13 @@ def load_app(spec: str) -> WSGIApp:
         attribute = ast.unparse(expression.func)
     names = attribute.split(".") if attribute else []
     if not names:
+        if not hasattr(module, "application") and not hasattr(module, "app"):
+            found = _callables(module)
+            listed = f" (callables in it: {', '.join(found[:8])})" if found else ""
+            raise AppImportError(
+                f"module {module_name!r} has no 'application' or 'app'; name the WSGI"
+                f" callable: wsgibridge {module_name}:NAME{listed}"
+            )
         names = ["application"] if hasattr(module, "application") else ["app"]
     target: Any = module
     for name in names:
@@ -149,8 +223,10 @@ def load_app(spec: str) -> WSGIApp:
         try:
             target = getattr(target, name)
         except AttributeError:
+            found = _callables(module)
+            listed = f" (callables in it: {', '.join(found[:8])})" if found else ""
             raise AppImportError(
-                f"module {module_name!r} has no attribute {'.'.join(names)!r}"
+                f"module {module_name!r} has no attribute {'.'.join(names)!r}{listed}"
             ) from None
     if call is not None:
         try:
@@ -161,9 +237,15 @@ def load_app(spec: str) -> WSGIApp:
         try:
             target = target(*args, **kwargs)
         except Exception as exc:
-            raise AppImportError(f"calling {spec.partition(':')[2]} failed: {exc!r}") from exc
+            raise AppImportError(
+                f"calling {spec.partition(':')[2]} failed: {_describe(exc)}", _app_traceback(exc)
+            ) from exc
     if not callable(target):
-        raise AppImportError(f"{spec!r} is not callable, so it is not a WSGI application")
+        hint = " (the factory returned something else)" if call is not None else ""
+        raise AppImportError(
+            f"{spec!r} is {type(target).__name__}, not callable, so it is not a WSGI"
+            f" application{hint}"
+        )
     app: WSGIApp = target
     return app
 
@@ -183,39 +265,62 @@ def configure_logging(level: str, access_log_file: str = "stderr") -> None:
         access.propagate = False
 
 
+def _listen_hint(exc: OSError) -> str:
+    """What to do about a socket error while listening."""
+    if exc.errno == errno.EADDRINUSE:
+        return " (another process listens there: stop it, or choose another --port/--bind)"
+    if exc.errno == errno.EACCES:
+        return " (ports below 1024 need privileges: use a higher port behind a proxy)"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return " (no interface of this machine has that address)"
+    return ""
+
+
 def main(
     argv: Sequence[str] | None = None,
     *,
     serve: Callable[..., None] = default_serve,
 ) -> int:
-    """Run the command line; returns the exit code."""
+    """Run the command line; returns the exit code (2: usage or configuration, 1: runtime)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         config = config_from_args(args)
     except ValueError as exc:
-        parser.print_usage(sys.stderr)
-        print(f"wsgibridge: error: {exc}", file=sys.stderr)
+        print(f"wsgibridge: error: {exc} (see wsgibridge --help)", file=sys.stderr)
         return EXIT_USAGE
     try:
         app = load_app(args.app)
     except AppImportError as exc:
         print(f"wsgibridge: error: {exc}", file=sys.stderr)
+        if exc.details:
+            print(exc.details, file=sys.stderr)
         return EXIT_USAGE
     try:
         configure_logging(config.log_level, config.access_log_file)
     except (OSError, ValueError) as exc:
         print(f"wsgibridge: error: cannot open the access log: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    debug = config.log_level == "debug"
     try:
         serve(app, config=config)
+    except (ConfigError, ValueError) as exc:
+        print(f"wsgibridge: error: {exc}", file=sys.stderr)
+        if debug:
+            traceback.print_exc()
+        return EXIT_USAGE
     except RuntimeError as exc:
         print(f"wsgibridge: error: {exc}", file=sys.stderr)
+        if debug:
+            traceback.print_exc()
         return 1
     except OSError as exc:
-        print(
-            f"wsgibridge: error: cannot listen on {', '.join(config.binds)}: {exc}",
-            file=sys.stderr,
-        )
+        # listen.py's errors name the address already ("cannot listen on X: ...").
+        text = exc.strerror if exc.errno is not None and exc.strerror else str(exc)
+        if "cannot listen on" not in text:
+            text = f"cannot listen on {', '.join(config.binds)}: {text}"
+        print(f"wsgibridge: error: {text}{_listen_hint(exc)}", file=sys.stderr)
+        if debug:
+            traceback.print_exc()
         return 1
     return 0

@@ -14,6 +14,7 @@
      │    ├── NotImplementedByServer 501
      │    └── VersionNotSupported   505
      ├── ClientDisconnected         the client went away (also a ConnectionError)
+     ├── ConfigError                a setting that cannot be used (also a ValueError)
      └── AppError                   the application broke PEP 3333 (answered with 500)
           └── ResponseHeaderError   a status line or header the server refuses to send
 
@@ -95,6 +96,14 @@ class VersionNotSupported(HTTPError):
 
 class ClientDisconnected(WSGIBridgeError, ConnectionError):
     """The client closed the connection before the request body was complete."""
+
+
+class ConfigError(WSGIBridgeError, ValueError):
+    """A setting names something that cannot be used: a certificate, a key, a file.
+
+    Raised when the server is made, before it listens; the command line
+    reports it as one line and exits 2.
+    """
 
 
 class AppError(WSGIBridgeError):

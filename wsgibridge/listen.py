@@ -321,7 +321,7 @@ def resolve(bind: Bind) -> list[Bind]:
             bind.host, bind.port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE
         )
     except OSError as exc:
-        raise _error(exc, f"cannot resolve {bind.host!r} to listen on {bind}") from exc
+        raise _error(exc, f"cannot listen on {bind}: cannot resolve {bind.host!r}") from exc
     hosts: list[str] = []
     for family, _, _, _, address in infos:
         if family in (socket.AF_INET, socket.AF_INET6):

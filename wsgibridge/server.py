@@ -52,7 +52,7 @@ from typing import Any
 
 from .accesslog import AccessLogFormat, AccessRecord
 from .config import Config
-from .errors import HTTPError, IncompleteMessage
+from .errors import ConfigError, HTTPError, IncompleteMessage
 from .handler import WSGIRequestHandler
 from .listen import (
     close_listener,
@@ -256,12 +256,7 @@ class WSGIServer:
         self.handler_class = handler_class
         self.multiprocess = config.workers > 1
         if ssl_context is None and config.certfile:
-            ssl_context = make_ssl_context(
-                config.certfile,
-                config.keyfile,
-                ca_certs=config.ca_certs,
-                require_client_cert=config.require_client_cert,
-            )
+            ssl_context = tls_context(config)
         self.ssl_context = ssl_context
         self.url_scheme = config.url_scheme or ("https" if ssl_context else "http")
         self.trusted_proxies = TrustedProxies(config.forwarded_allow_ips)
@@ -944,6 +939,34 @@ class WSGIServer:
 
     def __exit__(self, *exc: object) -> None:
         self.server_close()
+
+
+def tls_context(config: Config) -> ssl.SSLContext:
+    """The server's ``SSLContext`` from ``config``'s files; a :class:`ConfigError` says why not."""
+    assert config.certfile, "tls_context needs a certfile"
+    try:
+        return make_ssl_context(
+            config.certfile,
+            config.keyfile,
+            ca_certs=config.ca_certs,
+            require_client_cert=config.require_client_cert,
+        )
+    except OSError as exc:
+        # _check_readable names the setting: "certfile: No such file or directory".
+        what, _, reason = str(exc.strerror).partition(": ")
+        raise ConfigError(
+            f"cannot read the {what} {exc.filename!r}: {reason or exc}"
+            if reason
+            else f"cannot read the TLS files: {exc}"
+        ) from exc
+    except ValueError as exc:
+        hint = ""
+        if str(exc).startswith("cannot load the certificate"):
+            hint = (
+                " (certfile must be a PEM certificate chain, leaf first, with its private"
+                " key in the same file or in keyfile)"
+            )
+        raise ConfigError(f"{exc}{hint}") from exc
 
 
 def open_listeners(config: Config) -> list[socket.socket]:
