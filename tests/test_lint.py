@@ -17,6 +17,7 @@ import io
 import logging
 import socket
 import sys
+import warnings
 import wsgiref.handlers
 import wsgiref.util
 from collections.abc import Callable, Iterable, Iterator
@@ -1470,15 +1471,28 @@ def test_server_valid_apps_have_no_violation(tmp_path: Path) -> None:
     assert violations == []
 
 
-def test_server_lint_option_wraps_the_app() -> None:
-    """``lint=True`` (Config): the server wraps the app in LintMiddleware with
-    default_report, so a mistake is a WSGILintWarning."""
-    from wsgibridge import Config
-
-    if "lint" not in {f.name for f in Config.__dataclass_fields__.values()}:
-        pytest.skip("Config has no lint option yet")
+def test_server_lint_option_wraps_the_app(caplog: pytest.LogCaptureFixture) -> None:
+    """``lint=True`` (Config): the server wraps the app in LintMiddleware and reports each
+    mistake once, in full (rule, request, problem, reference, fix) on the wsgibridge.lint
+    logger - no second copy as a warning - and the 500 it causes in one error line, not a
+    traceback that says the same again."""
+    caplog.set_level(logging.INFO, logger="wsgibridge")
     with (
-        pytest.warns(WSGILintWarning, match="status-format"),
+        warnings.catch_warnings(),
         serve_in_thread(bad_status_app, lint=True) as server,
     ):
+        warnings.simplefilter("error", WSGILintWarning)
         assert requests.get(server.url, timeout=TIMEOUT).status_code == 500
+    lint = [r for r in caplog.records if r.name == "wsgibridge.lint"]
+    assert len(lint) == 1
+    report = lint[0].getMessage().splitlines()
+    assert report[0] == "PEP 3333 lint: status-format"
+    assert [line.split(":")[0].strip() for line in report[1:]] == [
+        "request",
+        "problem",
+        "reference",
+        "fix",
+    ]
+    errors = [r for r in caplog.records if r.name == "wsgibridge.error"]
+    assert len(errors) == 1 and errors[0].exc_info is None
+    assert "answered 500: " in errors[0].getMessage()

@@ -481,6 +481,51 @@ def test_graceful_timeout_cuts_off_a_stuck_request(launch: Launcher) -> None:
     assert 0.4 <= cut < 1.5
     assert code == 0, server.stderr()
     assert exited < 0.5 + 2.0
+    # The stop says what it waits for, that it gave up, and the cut-off request still
+    # gets its access line (status 0: nothing was sent).
+    server.wait_for(r"stopping: waiting up to 0\.5s for 1 request\(s\) in flight")
+    server.wait_for(r"graceful timeout \(0\.5s\) passed: cutting off 1 request\(s\)")
+    server.wait_for(r'"GET /sleep/10 HTTP/1\.1" from .*: cut off by the stop after 0 body bytes')
+    server.wait_for(r'"GET /sleep/10 HTTP/1\.1" 0 0 ')
+
+
+def test_a_graceful_stop_says_how_many_requests_it_waited_for(launch: Launcher) -> None:
+    server = launch.start("--port", "0", "--graceful-timeout", "10")
+    [address] = server.serving()
+    busy = launch.connect(address)
+    busy.sendall(request("/sleep/0.5"))
+    server.wait_for("APP-STARTED")
+    server.send(signal.SIGTERM)
+    assert ResponseReader(busy).read_response().status == 200
+    assert server.wait(5) == 0
+    server.wait_for(r"received SIGTERM, stopping")
+    server.wait_for(r"stopping: waiting up to 10s for 1 request\(s\) in flight")
+    server.wait_for(r'"GET /sleep/0\.5 HTTP/1\.1" 200 ')
+    server.wait_for(r"stopped: the 1 request\(s\) in flight finished")
+
+
+SCRIPT = """\
+from procapp import app
+from wsgibridge import serve
+
+serve(app, port=0)
+"""
+
+
+def test_serve_from_a_script_shows_its_start_requests_and_stop(
+    launch: Launcher, appdir: Path
+) -> None:
+    """``serve()`` in a script with no logging set up shows what the command line shows:
+    where it serves, an access line per request, the stop (a program with a logging
+    configuration of its own keeps it)."""
+    (appdir / "script.py").write_text(SCRIPT)
+    server = launch.start(argv=[sys.executable, "script.py"])
+    [address] = server.serving()
+    assert launch.get(address, "/hello").status == 200
+    server.wait_for(r'"GET /hello HTTP/1\.1" 200 ')
+    server.send(signal.SIGTERM)
+    assert server.wait(5) == 0
+    server.wait_for("received SIGTERM, stopping")
 
 
 @pytest.mark.parametrize("signum", SIGNALS, ids=SIGNAL_IDS)
@@ -506,6 +551,8 @@ def test_second_signal_cuts_the_graceful_wait_short(launch: Launcher, signum: in
     assert code == 0, server.stderr()
     assert exited < 2.0
     assert read_until_closed(busy, timeout=5) == b""
+    server.wait_for(r"second signal: not waiting for 1 request\(s\) in flight")
+    server.wait_for(r'"GET /sleep/10 HTTP/1\.1" 0 0 ')
 
 
 # -- 2. listening --------------------------------------------------------------------------------

@@ -11,7 +11,6 @@ import argparse
 import ast
 import errno
 import importlib
-import logging
 import os
 import sys
 import traceback
@@ -19,10 +18,10 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from . import __version__
-from .accesslog import open_sink
 from .config import Config, config_fields
 from .errors import ConfigError
 from .response import WSGIApp
+from .server import configure_logging
 from .server import serve as default_serve
 
 EXIT_USAGE = 2
@@ -248,21 +247,6 @@ def load_app(spec: str) -> WSGIApp:
         )
     app: WSGIApp = target
     return app
-
-
-def configure_logging(level: str, access_log_file: str = "stderr") -> None:
-    """Error and lifecycle messages with a level prefix on stderr; access lines to their sink."""
-    numeric = getattr(logging, level.upper())
-    root = logging.getLogger("wsgibridge")
-    root.setLevel(numeric)
-    if not root.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("[%(asctime)s] %(levelname)s %(name)s: %(message)s"))
-        root.addHandler(handler)
-    access = logging.getLogger("wsgibridge.access")
-    if not access.handlers:
-        access.addHandler(open_sink(access_log_file))
-        access.propagate = False
 
 
 def _listen_hint(exc: OSError) -> str:

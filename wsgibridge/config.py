@@ -214,11 +214,17 @@ class Config:
     )
     access_log_file: str = field(
         default="stderr",
-        metadata=_opt("Where the CLI writes access lines: stderr, stdout or a file path."),
+        metadata=_opt(
+            "Where the CLI (and serve() without a logging setup) writes access lines:"
+            " stderr, stdout or a file path."
+        ),
     )
     log_level: str = field(
         default="info",
-        metadata=_opt("Level of the wsgibridge loggers when run from the CLI.", choices=LOG_LEVELS),
+        metadata=_opt(
+            "Level of the wsgibridge loggers from the CLI (and serve() without a logging setup).",
+            choices=LOG_LEVELS,
+        ),
     )
 
     def __post_init__(self) -> None:

@@ -149,6 +149,10 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
         self.proxy_peer: Any = None
         # TLS facts (HTTPS, SSL_CLIENT_CERT …) are the same for every request.
         self.tls_environ = tls_environ(sock) if isinstance(sock, ssl.SSLSocket) else {}
+        # One token while the current request's access line is unwritten: taken
+        # (list.pop, atomic) by whoever writes it - the worker at the end of the
+        # request, or the stopping thread for a request cut off in the app.
+        self._unlogged: list[bool] = []
         self._begin_request()
 
     def connected(self, accepted_at: float) -> None:
@@ -281,6 +285,8 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
 
     def _begin_request(self) -> None:
         """Forget the previous request: every per-request attribute starts afresh."""
+        if not self._unlogged:
+            self._unlogged.append(True)
         self._start_time = time.perf_counter()
         self._status_code = 0
         self._body_bytes = 0
@@ -454,6 +460,7 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
             will_close=will_close,
             expose_tracebacks=config.expose_tracebacks,
             describe=self.describe_request,
+            brief_app_errors=config.lint,
         )
         self._writer = writer
         app = server.app
@@ -631,6 +638,35 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
 
     def log_access(self) -> None:
         """After each response: the access log line, and the server's request observers."""
+        try:
+            self._unlogged.pop()
+        except IndexError:
+            return  # written already (the request was cut off by the stop)
+        self._write_access()
+
+    def log_cut_off(self) -> bool:
+        """The access line of a request the stop cut off in the app (from the stopping thread).
+
+        Status and bytes are what actually went out (status 0: none did).
+        False when there is no such request or its line was written already.
+        """
+        writer = self._writer
+        if self.head is None:
+            return False
+        try:
+            self._unlogged.pop()
+        except IndexError:
+            return False
+        sent = writer is not None and writer.headers_sent
+        self._status_code = writer.status_code if writer is not None and sent else 0
+        self._body_bytes = writer.body_bytes if writer is not None else 0
+        error_log.warning(
+            "%s: cut off by the stop after %d body bytes", self.describe_request(), self._body_bytes
+        )
+        self._write_access()
+        return True
+
+    def _write_access(self) -> None:
         server = self.server
         logging_on = server.config.access_log and access_log.isEnabledFor(logging.INFO)
         if not logging_on and not server.observers:

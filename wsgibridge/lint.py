@@ -82,7 +82,15 @@ from .response import HOP_BY_HOP
 
 log = logging.getLogger("wsgibridge.lint")
 
-__all__ = ["RULES", "LintMiddleware", "LintViolation", "Rule", "WSGILintWarning", "default_report"]
+__all__ = [
+    "RULES",
+    "LintMiddleware",
+    "LintViolation",
+    "Rule",
+    "WSGILintWarning",
+    "default_report",
+    "log_report",
+]
 
 
 class WSGILintWarning(UserWarning):
@@ -119,6 +127,12 @@ def default_report(violation: LintViolation) -> None:
     warnings are errors)."""
     log.warning("%s", violation.summary())
     warnings.warn(WSGILintWarning(str(violation)), stacklevel=2)
+
+
+def log_report(violation: LintViolation) -> None:
+    """Log the violation once, in full (rule, request, problem, reference, fix), as a
+    WARNING on the ``wsgibridge.lint`` logger: what the server's ``--lint`` uses."""
+    log.warning("%s", violation)
 
 
 # -- the rules ------------------------------------------------------------------------------

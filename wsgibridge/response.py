@@ -264,8 +264,12 @@ class ResponseWriter:
         will_close: Callable[[bool], bool] | None = None,
         expose_tracebacks: bool = False,
         describe: Callable[[], str] | None = None,
+        brief_app_errors: bool = False,
     ) -> None:
         self._sink = sink
+        # A PEP 3333 mistake (AppError) is logged in one line, no traceback:
+        # under --lint the lint has reported it in full already.
+        self.brief_app_errors = brief_app_errors
         self.method = method
         self.http11 = http11
         self.keep_alive = client_keep_alive
@@ -569,7 +573,10 @@ class ResponseWriter:
             self.keep_alive = False
             log.info("%s: timed out reading the request body", self._what())
             return
-        self._log_app_error("the application raised an exception", exc)
+        if self.brief_app_errors and isinstance(exc, AppError):
+            log.error("%s: answered 500: %s", self._what(), exc)
+        else:
+            self._log_app_error("the application raised an exception", exc)
         if self.headers_sent:
             # Never end a broken response as if it were complete: closing the
             # connection without the last chunk (or short of Content-Length)

@@ -44,13 +44,14 @@ import select
 import signal
 import socket
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
 from types import FrameType
 from typing import Any
 
-from .accesslog import AccessLogFormat, AccessRecord
+from .accesslog import AccessLogFormat, AccessRecord, open_sink
 from .config import Config
 from .errors import ConfigError, HTTPError, IncompleteMessage
 from .handler import WSGIRequestHandler
@@ -248,9 +249,9 @@ class WSGIServer:
     ) -> None:
         self.config = config = config if config is not None else Config()
         if config.lint:
-            from .lint import LintMiddleware  # only then: lint is a development tool
+            from .lint import LintMiddleware, log_report  # only then: a development tool
 
-            app = LintMiddleware(app)
+            app = LintMiddleware(app, report=log_report)
         self.app = app
         self.limits = config.limits
         self.handler_class = handler_class
@@ -893,11 +894,22 @@ class WSGIServer:
         # is acted on within SIGNAL_LATENCY); completions still wake it at once.
         slice_ = SIGNAL_LATENCY if threading.current_thread() is threading.main_thread() else None
         with self._lock:
+            waited = len(self._conns)
+            if waited:
+                log.info("stopping: waiting up to %gs for %d request(s) in flight", grace, waited)
             while self._conns and not self._cut and time.monotonic() < self._cut_at:
                 left = self._cut_at - time.monotonic()
                 self._lock.wait(left if slice_ is None else min(left, slice_))
             deadline = time.monotonic() if self._cut else self._cut_at
             busy = list(self._conns.values())
+        if busy and self._cut:
+            log.warning("second signal: not waiting for %d request(s) in flight", len(busy))
+        elif busy:
+            log.warning(
+                "graceful timeout (%gs) passed: cutting off %d request(s)", grace, len(busy)
+            )
+        elif waited:
+            log.info("stopped: the %d request(s) in flight finished", waited)
         for conn in busy:
             # Past the grace period: wake the threads blocked on these sockets.
             try:
@@ -907,6 +919,12 @@ class WSGIServer:
         # Threads blocked on those sockets return at once; one stuck in the
         # app is left behind (a daemon thread) after a short last wait.
         self._pool.stop(timeout=max(deadline - time.monotonic(), 0.0) + THREAD_MARGIN)
+        for conn in busy:
+            # A request stuck in the app never writes its access line: written here,
+            # with what was sent (a thread that returned wrote its own).
+            handler = conn.handler
+            if handler is not None:
+                handler.log_cut_off()
         for conn in list(self._conns.values()):
             # Whatever is left is closed, never leaked (a thread still stuck in the
             # app gets EBADF from the closed socket object, not someone else's fd).
@@ -1057,6 +1075,30 @@ def raise_descriptor_limit(connections: int) -> None:
             log.warning("cannot raise the open file limit from %d to %d", soft, new)
 
 
+def configure_logging(level: str, access_log_file: str = "stderr") -> None:
+    """Error and lifecycle messages with a level prefix on stderr; access lines to their sink.
+
+    For a process that serves (the CLI, ``serve()``), never for an embedded
+    server: loggers that already have handlers are left alone.
+    """
+    numeric = getattr(logging, level.upper())
+    root = logging.getLogger("wsgibridge")
+    root.setLevel(numeric)
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("[%(asctime)s] %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+    access = logging.getLogger("wsgibridge.access")
+    if not access.handlers:
+        access.addHandler(open_sink(access_log_file))
+        access.propagate = False
+
+
+def _logging_configured() -> bool:
+    """True if the host program (or the CLI) has set up logging for wsgibridge's messages."""
+    return bool(logging.getLogger().handlers or logging.getLogger("wsgibridge").handlers)
+
+
 def serve(
     app: WSGIApp,
     host: str | None = None,
@@ -1076,6 +1118,10 @@ def serve(
     called).
     """
     config = _config(config, host, port, options)
+    if not _logging_configured():
+        # A script calling serve() sees what the command line shows: the start,
+        # the access lines, the stop.  A program with its own logging keeps it.
+        configure_logging(config.log_level, config.access_log_file)
     raise_descriptor_limit(config.connection_limit)
     if config.workers > 1:
         from .prefork import serve_prefork
