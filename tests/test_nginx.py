@@ -50,8 +50,6 @@ import os
 import random
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -67,6 +65,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from tests.conftest import ServerFactory
+from tests.proxies import START_TIMEOUT, accepts, free_port, stop
 from wsgibridge import WSGIRequestHandler, WSGIServer
 from wsgibridge.body import InputStream
 from wsgibridge.parser import RequestHead
@@ -75,8 +74,6 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_CONF = ROOT / "examples" / "nginx.conf"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 TIMEOUT = 10.0  # every client call
-START_TIMEOUT = 5.0  # nginx must accept connections within this
-STOP_TIMEOUT = 5.0  # after SIGQUIT, then again after SIGTERM
 MIB = 1024 * 1024
 # Deterministic bytes for bodies and the streamed response.
 DATA = random.Random(20240601).randbytes(8 * MIB)
@@ -306,34 +303,6 @@ http {{
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _accepts(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGQUIT (graceful), then SIGTERM, then SIGKILL; always reaped."""
-    for sig in (signal.SIGQUIT, signal.SIGTERM, signal.SIGKILL):
-        if proc.poll() is not None:
-            return
-        proc.send_signal(sig)
-        try:
-            proc.wait(STOP_TIMEOUT)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-    proc.wait(STOP_TIMEOUT)
-
-
 @dataclass
 class Nginx:
     """One running nginx."""
@@ -381,7 +350,7 @@ def _ready(proc: subprocess.Popen[bytes], tmp: Path, ports: tuple[int, int]) -> 
     """nginx writes its pid file only once every listener is bound (a port taken by
     someone else would accept connections too), then the ports must accept."""
     pid = _read(tmp / "nginx.pid").strip()
-    return pid == str(proc.pid) and all(_accepts(port) for port in ports)
+    return pid == str(proc.pid) and all(accepts(port) for port in ports)
 
 
 def launch_nginx(tmp: Path, upstream: str) -> Nginx:
@@ -408,7 +377,7 @@ def launch_nginx(tmp: Path, upstream: str) -> Nginx:
                 # What nginx logged while starting (a bind() it retried) is not the test's.
                 return Nginx(tmp, proc, port, tls_port, log_start=len(_read(error_log)))
             time.sleep(0.02)
-        _stop(proc)
+        stop(proc)
         last_error = _read(tmp / "stderr.log") + _read(error_log)
         if "Address already in use" not in last_error:
             break  # not a port race: retrying will not help
@@ -436,7 +405,7 @@ def nginx(serve: ServerFactory, tmp_path: Path) -> Iterator[NginxFactory]:
         yield start
     finally:
         for instance in started:
-            _stop(instance.proc)
+            stop(instance.proc)
     problems = [line for instance in started for line in instance.problems()]
     assert not problems, "nginx logged problems:\n" + "\n".join(problems)
 
