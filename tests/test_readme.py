@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import re
+import signal
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
+
 from wsgibridge.cli import build_parser
+
+from .conftest import ResponseReader
+from .test_serving_processes import ServerProcess
 
 README = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
 
@@ -35,3 +44,101 @@ def test_examples_named_in_the_readme_exist() -> None:
     root = Path(__file__).parent.parent
     for name in re.findall(r"`(examples/[\w./-]+)`", README):
         assert (root / name).exists(), name
+
+
+# -- every Python block runs as written ---------------------------------------------------
+
+BLOCKS: list[str] = re.findall(r"^```python\n(.*?)^```", README, flags=re.DOTALL | re.MULTILINE)
+
+
+def block_with(marker: str) -> str:
+    """The one README Python block containing ``marker``."""
+    found = [block for block in BLOCKS if marker in block]
+    assert len(found) == 1, f"{len(found)} blocks contain {marker!r}"
+    return found[0]
+
+
+# Each block is recognised by a line of its own; every block must have a runner below.
+MARKERS = {
+    "api": 'server = make_server(app, "127.0.0.1", 0)',
+    "upload-guard": "class UploadGuard(WSGIRequestHandler):",
+    "background": "with serve_in_thread(app) as server:",
+    "pytest": "def test_home(live_server):",
+    "webtest": "server = StopableWSGIServer.create(app)",
+}
+
+
+def test_every_python_block_has_a_runner() -> None:
+    assert BLOCKS, "no ```python blocks found"
+    for block in BLOCKS:
+        assert sum(marker in block for marker in MARKERS.values()) == 1, block[:200]
+
+
+def on_a_free_port(block: str) -> str:
+    """The block with its fixed port 8000 made 0, so a test never collides with a server."""
+    assert "port=8000" in block
+    return block.replace("port=8000", "port=0")
+
+
+def write(tmp_path: Path, name: str, block: str) -> Path:
+    path = tmp_path / name
+    path.write_text(block, encoding="utf-8")
+    return path
+
+
+def test_the_api_block_serves_until_a_signal_then_drives_a_server(tmp_path: Path) -> None:
+    """``serve(...)`` blocks until SIGINT; the rest then makes, serves and stops a server."""
+    script = write(tmp_path, "api.py", on_a_free_port(block_with(MARKERS["api"])))
+    server = ServerProcess([sys.executable, str(script)], cwd=tmp_path)
+    try:
+        [address] = server.serving()
+        assert isinstance(address, tuple)
+        with socket.create_connection(address, timeout=5) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert ResponseReader(sock).read_response().body == b"Hello, World!"
+        server.send(signal.SIGINT)
+        assert server.wait(10) == 0, server.stderr()
+    finally:
+        server.close()
+
+
+def test_the_upload_guard_block_refuses_before_the_body(tmp_path: Path) -> None:
+    """The check_continue hook answers 401 to an upload without credentials before its body
+    is sent, and lets one with credentials through to the app (after 100 Continue)."""
+    script = write(tmp_path, "guard.py", on_a_free_port(block_with(MARKERS["upload-guard"])))
+    server = ServerProcess([sys.executable, str(script)], cwd=tmp_path)
+    try:
+        [address] = server.serving()
+        assert isinstance(address, tuple)
+        head = "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n"
+        with socket.create_connection(address, timeout=5) as sock:
+            sock.sendall(head.encode() + b"\r\n")
+            refused = ResponseReader(sock).read_response()
+        assert refused.status == 401
+        assert refused.header("WWW-Authenticate") == 'Bearer realm="uploads"'
+        with socket.create_connection(address, timeout=5) as sock:
+            sock.sendall(head.encode() + b"Authorization: Bearer t\r\n\r\n")
+            reader = ResponseReader(sock)
+            assert reader.read_response().status == 100
+            sock.sendall(b"hello")
+            stored = reader.read_response()
+        assert (stored.status, stored.body) == (201, b"stored 5 bytes\n")
+        server.send(signal.SIGINT)
+        assert server.wait(10) == 0, server.stderr()
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("name", ["background", "webtest"])
+def test_the_self_contained_blocks_run(tmp_path: Path, name: str) -> None:
+    script = write(tmp_path, f"{name}.py", block_with(MARKERS[name]))
+    proc = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_the_pytest_block_passes(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_readme_block=block_with(MARKERS["pytest"]))
+    result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=3)
