@@ -541,7 +541,12 @@ def test_round_trip_live(echo_server: WSGIServer, batch: list[Request], cuts: li
     Each response answers its own request, in order; after an HTTP/1.0 request
     (no keep-alive) the server closes the connection and answers nothing more.
     """
-    data = b"".join(request.raw for request in batch)
+    # A client does not pipeline past a request that ends the connection (an HTTP/1.0
+    # one without keep-alive): the bytes after it are sent once its response is in, and
+    # may meet a closed socket - they are never answered either way.
+    closing = next((i for i, r in enumerate(batch) if r.version == "HTTP/1.0"), len(batch) - 1)
+    data = b"".join(request.raw for request in batch[: closing + 1])
+    rest = b"".join(request.raw for request in batch[closing + 1 :])
     points = sorted({cut % (len(data) + 1) for cut in cuts} | {len(data)})
     with client(echo_server) as sock:
         start = 0
@@ -550,14 +555,16 @@ def test_round_trip_live(echo_server: WSGIServer, batch: list[Request], cuts: li
                 sock.sendall(data[start:point])
                 start = point
         reader = ResponseReader(sock)
-        for request in batch:
+        for request in batch[: closing + 1]:
             response = reader.read_response(request.method)
             assert response.status == 200, response
             assert json.loads(response.body) == expected_echo(request)
-            if request.version == "HTTP/1.0":
-                assert response.header("Connection") in (None, "close")
-                assert reader.at_eof(), reader.buffer
-                break
+        if batch[closing].version == "HTTP/1.0":
+            assert response.header("Connection") in (None, "close")
+            if rest:
+                with contextlib.suppress(OSError):
+                    sock.sendall(rest)
+            assert reader.at_eof(), reader.buffer
         else:
             assert reader.buffer == b""
 

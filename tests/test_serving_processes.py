@@ -796,8 +796,8 @@ def test_a_signal_to_the_whole_group_still_stops_gracefully(launch: Launcher, si
 
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_app_failing_at_import_exits_2_with_one_line(appdir: Path, workers: str) -> None:
-    """An app module that raises at import time: exit code 2 and one line on stderr naming the
-    error, with or without ``--workers``."""
+    """An app module that raises at import time: exit code 2, one line on stderr naming the
+    error, then its traceback from the app's file on, with or without ``--workers``."""
     proc = subprocess.run(
         wsgibridge_argv("--port", "0", "--workers", workers, "brokenapp:app"),
         cwd=appdir,
@@ -808,9 +808,12 @@ def test_app_failing_at_import_exits_2_with_one_line(appdir: Path, workers: str)
     )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("wsgibridge: error: importing 'brokenapp' failed: RuntimeError(")
-    assert "DATABASE_URL is not set" in lines[0]
+    assert lines[0] == (
+        "wsgibridge: error: importing 'brokenapp' failed: RuntimeError: DATABASE_URL is not set"
+    ), proc.stderr
+    assert lines[1] == "Traceback (most recent call last):"
+    assert lines[2].startswith(f'  File "{appdir}'), proc.stderr
+    assert lines[-1] == "RuntimeError: DATABASE_URL is not set"
 
 
 @needs_proc
