@@ -7,6 +7,7 @@ stopped and reaped, however the test ends.
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -67,3 +68,34 @@ def start(
         time.sleep(0.02)
     stop(proc, graceful)
     return None
+
+
+def nginx_main(tmp: Path) -> str:
+    """nginx's main context for a test: foreground, one process, every file under ``tmp``."""
+    user = "user root;" if os.geteuid() == 0 else ""
+    return f"""
+daemon off;
+master_process off;
+worker_processes 1;
+{user}
+pid {tmp}/nginx.pid;
+lock_file {tmp}/nginx.lock;
+error_log {tmp}/error.log warn;
+events {{
+    worker_connections 256;
+}}
+"""
+
+
+def nginx_temp_paths(tmp: Path) -> str:
+    """The ``http`` context's temporary directories, under ``tmp`` (indented for it)."""
+    return "\n".join(
+        f"    {kind}_temp_path {tmp}/{directory};"
+        for kind, directory in [
+            ("client_body", "client_body"),
+            ("proxy", "proxy"),
+            ("fastcgi", "fastcgi"),
+            ("uwsgi", "uwsgi"),
+            ("scgi", "scgi"),
+        ]
+    )

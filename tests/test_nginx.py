@@ -65,7 +65,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from tests.conftest import ServerFactory
-from tests.proxies import START_TIMEOUT, accepts, free_port, stop
+from tests.proxies import START_TIMEOUT, accepts, free_port, nginx_main, nginx_temp_paths, stop
 from wsgibridge import WSGIRequestHandler, WSGIServer
 from wsgibridge.body import InputStream
 from wsgibridge.parser import RequestHead
@@ -228,29 +228,12 @@ def _proxy(
 
 
 def nginx_conf(tmp: Path, upstream: str, port: int, tls_port: int) -> str:
-    user = "user root;" if os.geteuid() == 0 else ""
     edge = _proxy(xff="$remote_addr", xhost="$host", xport="$server_port", clear_forwarded=True)
-    return f"""
-daemon off;
-master_process off;
-worker_processes 1;
-{user}
-pid {tmp}/nginx.pid;
-lock_file {tmp}/nginx.lock;
-error_log {tmp}/error.log warn;
-
-events {{
-    worker_connections 256;
-}}
-
+    return f"""{nginx_main(tmp)}
 http {{
     log_format upstreams '$request_method $request_uri $status $upstream_status';
     access_log {tmp}/access.log upstreams;
-    client_body_temp_path {tmp}/client_body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
+{nginx_temp_paths(tmp)}
     client_max_body_size 64m;
     proxy_connect_timeout 5s;
     proxy_send_timeout 10s;

@@ -337,26 +337,10 @@ class ErrorLog(logging.Handler):
 
 
 def nginx_conf(tmp: Path, port: int, upstream: int) -> str:
-    user = "user root;" if os.geteuid() == 0 else ""
-    return f"""
-daemon off;
-master_process off;
-worker_processes 1;
-{user}
-pid {tmp}/nginx.pid;
-lock_file {tmp}/nginx.lock;
-error_log {tmp}/error.log warn;
-events {{
-    worker_connections 256;
-}}
-http {{
+    return f"""{proxies.nginx_main(tmp)}http {{
     log_format forwarded '$request_id $status - $request_method $request_uri';
     access_log {tmp}/forwarded.log forwarded;
-    client_body_temp_path {tmp}/client_body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
+{proxies.nginx_temp_paths(tmp)}
     client_header_timeout 1s;
     client_body_timeout 1s;
     keepalive_timeout 2s;
