@@ -13,7 +13,7 @@ import pytest
 import trustme
 
 from wsgibridge import WSGIServer, make_server
-from wsgibridge.response import WSGIApp
+from wsgibridge._types import WSGIApp
 
 pytest_plugins = ["pytester"]  # tests/test_pytest_plugin.py runs pytest on example suites
 

@@ -3,8 +3,7 @@
 The public API is exactly ``__all__``; everything else is internal.
 """
 
-__version__ = "0.1.0"
-
+from ._version import __version__
 from .accesslog import AccessRecord
 from .background import BackgroundServer, serve_in_thread
 from .config import Config

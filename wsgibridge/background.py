@@ -16,8 +16,8 @@ import time
 from types import TracebackType
 from typing import Any
 
+from ._types import WSGIApp
 from .handler import WSGIRequestHandler
-from .response import WSGIApp
 from .server import WSGIServer, make_server
 
 START_TIMEOUT = 10.0

@@ -17,10 +17,10 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from . import __version__
+from ._types import WSGIApp
+from ._version import __version__
 from .config import Config, config_fields
 from .errors import ConfigError
-from .response import WSGIApp
 from .server import configure_logging
 from .server import serve as default_serve
 

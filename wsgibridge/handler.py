@@ -31,7 +31,7 @@ from http.server import BaseHTTPRequestHandler
 from socketserver import _SocketWriter  # type: ignore[attr-defined]  # unbuffered sendall
 from typing import TYPE_CHECKING, Any
 
-from . import __version__
+from ._version import __version__
 from .accesslog import AccessRecord, escape_log
 from .body import ChunkedInput, ContentLengthInput, InputStream
 from .environ import build_environ

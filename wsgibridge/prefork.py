@@ -31,10 +31,10 @@ import time
 from types import FrameType
 from typing import Any
 
+from ._types import WSGIApp
 from .config import Config
 from .handler import WSGIRequestHandler
 from .listen import close_listener, listener_address
-from .response import WSGIApp
 from .server import WSGIServer, open_listeners
 
 log = logging.getLogger("wsgibridge.server")

@@ -28,8 +28,8 @@ from typing import Any
 
 import pytest
 
+from ._types import WSGIApp
 from .background import BackgroundServer
-from .response import WSGIApp
 from .testing import RequestLog
 
 Factory = Callable[..., "LiveServer"]

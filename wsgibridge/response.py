@@ -29,18 +29,14 @@ import traceback
 from collections.abc import Callable, Iterable
 from email.utils import formatdate
 from http import HTTPStatus
-from types import TracebackType
 from typing import Any, Protocol
 
-from . import __version__
+from ._types import OptExcInfo, WSGIApp
+from ._version import __version__
 from .errors import AppError, ClientDisconnected, HTTPError, ResponseHeaderError
 from .filewrapper import FileWrapper
 
 log = logging.getLogger("wsgibridge.error")
-
-ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
-OptExcInfo = ExcInfo | tuple[None, None, None]
-WSGIApp = Callable[[dict[str, Any], Callable[..., Callable[[bytes], object]]], Iterable[bytes]]
 
 # RFC 9110 §5.6.2: token = 1*tchar
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")

@@ -51,6 +51,7 @@ from collections.abc import Callable, Iterable
 from types import FrameType
 from typing import Any
 
+from ._types import WSGIApp
 from .accesslog import AccessLogFormat, AccessRecord, open_sink
 from .config import Config
 from .errors import ConfigError, HTTPError, IncompleteMessage
@@ -65,7 +66,7 @@ from .listen import (
 from .pool import WorkerPool
 from .proxy import MAX_PROXY_LINE, TrustedProxies, parse_proxy_v1
 from .ready import EpollSource, QueueSource
-from .response import WSGIApp, error_message
+from .response import error_message
 from .tls import PLAIN_HTTP_MESSAGE, handshake, looks_like_plain_http, make_ssl_context
 
 log = logging.getLogger("wsgibridge.server")

@@ -26,9 +26,9 @@ from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qs
 
+from ._types import WSGIApp
 from .accesslog import AccessRecord
 from .background import BackgroundServer
-from .response import WSGIApp
 
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
