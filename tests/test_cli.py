@@ -46,6 +46,8 @@ def appdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp_path / "cli_syntax_app.py").write_text("def app(:\n")
     (tmp_path / "cli_file_app.py").write_text("open('/nonexistent/settings.ini')\n")
     (tmp_path / "cli_no_app.py").write_text("VERSION = 1\n")
+    # A missing dependency whose name is a prefix of the app module's own name.
+    (tmp_path / "cli_prefixed.py").write_text("import cli\n")
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     return tmp_path
@@ -166,6 +168,12 @@ def test_bad_app_is_one_line_and_exit_2(
             "importing 'cli_missing_dep' failed: ModuleNotFoundError: No module named"
             " 'no_such_module_xyz' (is 'no_such_module_xyz' installed in this environment?)",
             "ModuleNotFoundError: No module named 'no_such_module_xyz'",
+        ),
+        (
+            "cli_prefixed:app",
+            "importing 'cli_prefixed' failed: ModuleNotFoundError: No module named 'cli'"
+            " (is 'cli' installed in this environment?)",
+            "ModuleNotFoundError: No module named 'cli'",
         ),
         (
             "cli_syntax_app:app",

@@ -136,6 +136,8 @@ INVALID = [
     (" 127.0.0.1:80", "neither an IP address nor a host name"),
     ("[::g]:80", "neither an IP address nor a host name"),
     ("exa_mple.com:80", "neither an IP address nor a host name"),
+    ("0x7f000001:80", "neither an IP address nor a host name"),  # inet_aton forms
+    ("0x7f.1:80", "neither an IP address nor a host name"),
     ("-bad.example:80", "neither an IP address nor a host name"),
     ("bücher.example:80", "neither an IP address nor a host name"),
     ("unix:", "empty unix socket path"),
@@ -220,6 +222,11 @@ def test_localhost_opens_both_loopbacks_on_one_port() -> None:
 def test_a_name_that_does_not_resolve_names_itself() -> None:
     with pytest.raises(OSError, match=r"cannot listen on no-such-host\.invalid:0: cannot resolve"):
         open_bind(parse_bind("no-such-host.invalid:0"), backlog=8)
+
+
+def test_open_listener_wants_an_address() -> None:
+    with pytest.raises(ValueError, match="names a host: open_bind"):
+        open_listener(parse_bind("localhost:0"), backlog=8)
 
 
 def test_resolve_leaves_addresses_alone() -> None:

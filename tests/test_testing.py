@@ -16,6 +16,8 @@ from wsgibridge import testing as wsgibridge_testing
 from wsgibridge.accesslog import AccessRecord
 from wsgibridge.testing import WAITRESS_OPTIONS, RequestLog, StopableWSGIServer
 
+from .conftest import needs_ipv6
+
 webtest_http = pytest.importorskip("webtest.http")
 
 Environ = dict[str, Any]
@@ -176,6 +178,18 @@ def test_listen_and_unix_socket_options(tmp_path: Path) -> None:
             sock.sendall(b"GET /u HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             assert b"GET /u" in sock.recv(65536)
         assert requests.get(server.application_url + "t", timeout=5).text == "GET /t"
+    finally:
+        server.shutdown()
+
+
+@needs_ipv6
+def test_application_url_is_where_listen_bound() -> None:
+    """With ``listen=`` (and no ``host``) the URL and ``adj.host`` are the address bound."""
+    server = StopableWSGIServer.create(app, listen="[::1]:0")
+    try:
+        assert server.application_url.startswith("http://[::1]:")
+        assert server.adj.host == "::1"
+        assert requests.get(server.application_url + "v6", timeout=5).text == "GET /v6"
     finally:
         server.shutdown()
 

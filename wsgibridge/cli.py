@@ -176,7 +176,7 @@ def load_app(spec: str) -> WSGIApp:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
+        if exc.name == module_name or module_name.startswith(f"{exc.name}."):
             hint = ""
             if module_name.endswith(".py"):
                 stem = module_name[: -len(".py")].replace(os.sep, ".")
@@ -186,10 +186,9 @@ def load_app(spec: str) -> WSGIApp:
             else:
                 hint = " (is it in the current directory, or installed in this environment?)"
             raise AppImportError(f"cannot import module {module_name!r}: not found{hint}") from exc
+        hint = f" (is {exc.name!r} installed in this environment?)" if exc.name else ""
         raise AppImportError(
-            f"importing {module_name!r} failed: {_describe(exc)}"
-            f" (is {exc.name!r} installed in this environment?)",
-            _app_traceback(exc),
+            f"importing {module_name!r} failed: {_describe(exc)}{hint}", _app_traceback(exc)
         ) from exc
     except Exception as exc:
         raise AppImportError(

@@ -134,6 +134,7 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
         # header_timeout of it.
         self._head_started = 0.0
         self._head_begun = False  # bytes of the next request have arrived
+        self._idle_since = 0.0  # when the last request ended (time.monotonic)
         self._empty_line: bool | None = None  # its leading empty line: skipped, none, unknown
         self._scanned = 0  # buffered head bytes already searched for its end
         # Set when the client may still be sending bytes we will not read: the
@@ -209,7 +210,7 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
             return self._head_started + config.header_timeout  # a head is arriving, slowly
         if not self.requests_served:
             return self._connected_at + config.header_timeout  # connected, said nothing
-        return time.monotonic() + config.keepalive_timeout  # idle between requests
+        return self._idle_since + config.keepalive_timeout  # idle since the last response
 
     @property
     def head_pending(self) -> bool:
@@ -242,6 +243,11 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
             if reader.buffered():
                 if self._empty_line is None:
                     self._empty_line = skip_empty_line(reader, limits)
+                    if self._empty_line and not reader.buffered():
+                        # The one empty line a client may send after a body (RFC
+                        # 9112 §2.2) is not the start of a head: the connection is
+                        # still idle, its keep-alive deadline unchanged.
+                        self._head_begun = False
                 if self._empty_line is not None:
                     head = take_head(reader, limits, self._scanned)
             if head is not None:
@@ -330,6 +336,7 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
             self.reject(exc)
             return
         self.run_wsgi(head, body)
+        self._idle_since = time.monotonic()
 
     # -- the request's fields, for code written against BaseHTTPRequestHandler ------------
 

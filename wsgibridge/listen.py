@@ -178,9 +178,19 @@ def _canonical_host(host: str) -> str:
         not name.isascii()
         or _HOST_NAME.fullmatch(name) is None
         or name.rpartition(".")[2].isdigit()
+        or _is_inet_aton(name)
     ):
         raise ValueError(f"{host!r} is neither an IP address nor a host name")
     return name
+
+
+def _is_inet_aton(text: str) -> bool:
+    """True for the old numeric forms (``0x7f000001``, ``127.1``) a resolver would accept."""
+    try:
+        socket.inet_aton(text)
+    except OSError:
+        return False
+    return True
 
 
 def _format_tcp(host: str, port: int) -> str:
@@ -287,6 +297,8 @@ def open_listener(
     """
     if isinstance(backlog, bool) or not isinstance(backlog, int) or backlog < 1:
         raise ValueError(f"backlog must be a positive integer, not {backlog!r}")
+    if bind.is_name:
+        raise ValueError(f"{bind} names a host: open_bind opens a socket per address")
     if bind.kind == "tcp":
         return _open_tcp(bind, backlog, reuse_port)
     if bind.kind == "unix":
@@ -325,7 +337,8 @@ def resolve(bind: Bind) -> list[Bind]:
     hosts: list[str] = []
     for family, _, _, _, address in infos:
         if family in (socket.AF_INET, socket.AF_INET6):
-            host = str(ipaddress.ip_address(str(address[0]).partition("%")[0]))
+            raw, _, scope = str(address[0]).partition("%")
+            host = str(ipaddress.ip_address(raw)) + (f"%{scope}" if scope else "")
             if host not in hosts:
                 hosts.append(host)
     if not hosts:

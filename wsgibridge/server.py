@@ -973,11 +973,9 @@ def tls_context(config: Config) -> ssl.SSLContext:
     except OSError as exc:
         # _check_readable names the setting: "certfile: No such file or directory".
         what, _, reason = str(exc.strerror).partition(": ")
-        raise ConfigError(
-            f"cannot read the {what} {exc.filename!r}: {reason or exc}"
-            if reason
-            else f"cannot read the TLS files: {exc}"
-        ) from exc
+        if what in ("certfile", "keyfile", "ca_certs") and reason:
+            raise ConfigError(f"cannot read the {what} {exc.filename!r}: {reason}") from exc
+        raise ConfigError(f"cannot read the TLS files: {exc}") from exc
     except ValueError as exc:
         hint = ""
         if str(exc).startswith("cannot load the certificate"):

@@ -231,10 +231,12 @@ class StopableWSGIServer:
         options.setdefault("port", 0)
         self.test_app = application
         self.background = BackgroundServer(self.wrapper, sockets=sockets, **options)
-        # The host as given (a name stays a name, as with waitress), the port bound.
-        host, port = str(options["host"]), self.background.port
-        if host in ("", "0.0.0.0", "::") or not self.background.host:
-            host = self.background.host or "127.0.0.1"
+        # The host as given (a name stays a name, as with waitress), else the one
+        # bound (with listen= or sockets=); the port bound.
+        host, port = self.background.host or "127.0.0.1", self.background.port
+        given = str(kwargs.get("host", ""))
+        if given and given not in ("0.0.0.0", "::") and "listen" not in kwargs:
+            host = given.strip("[]")
         # What tests read of waitress's adjustments: every option given, and
         # the address actually bound.
         self.adj = SimpleNamespace(**{**kwargs, "host": host, "port": port})
