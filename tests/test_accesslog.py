@@ -373,11 +373,11 @@ def test_escape_log_keeps_quotes_and_matches_the_rule() -> None:
 
 
 def test_escape_log_matches_the_handlers() -> None:
-    import wsgibridge.handler as handler
+    import wsgibridge.serving.handler as handler
 
     theirs = getattr(handler, "escape_log", None)
     if theirs is None:
-        pytest.skip("wsgibridge.handler has no escape_log")
+        pytest.skip("wsgibridge.serving.handler has no escape_log")
     every_latin1 = "".join(map(chr, range(256)))
     for text in (every_latin1, "", "plain", "a\\b", "\u2028\ud7ff\U0001f600"):
         assert escape_log(text) == theirs(text)

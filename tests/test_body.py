@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from wsgibridge.body import ChunkedInput, ContentLengthInput
 from wsgibridge.errors import ClientDisconnected, RequestTimeout
-from wsgibridge.parser import Limits
-from wsgibridge.reader import SocketReader
+from wsgibridge.http.body import ChunkedInput, ContentLengthInput
+from wsgibridge.http.parser import Limits
+from wsgibridge.http.reader import SocketReader
 
 NEXT = b"GET /next HTTP/1.1\r\n\r\n"
 

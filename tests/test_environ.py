@@ -9,9 +9,9 @@ from urllib.parse import unquote
 
 import pytest
 
-from wsgibridge.body import ContentLengthInput
-from wsgibridge.environ import build_environ, decode_path, environ_key, split_target
-from wsgibridge.filewrapper import FileWrapper
+from wsgibridge.http.body import ContentLengthInput
+from wsgibridge.http.environ import build_environ, decode_path, environ_key, split_target
+from wsgibridge.http.filewrapper import FileWrapper
 
 
 def make(target: str = "/", headers: list[tuple[str, str]] | None = None, **kw: Any) -> Any:

@@ -1,4 +1,4 @@
-"""Listening sockets (``wsgibridge.listen``): bind specs, TCP, IPv6, Unix, fd:// and systemd.
+"""Listening sockets (``wsgibridge.serving.listen``): bind specs, TCP, IPv6, Unix, fd://, systemd.
 
 Everything runs over real sockets on 127.0.0.1 / ::1 and short Unix paths under
 /tmp (sun_path holds ~107 bytes); every socket a test opens is closed by it.
@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from wsgibridge.listen import (
+from wsgibridge.serving.listen import (
     Bind,
     close_listener,
     listener_address,
@@ -497,7 +497,7 @@ def test_fd_not_open() -> None:
 
 CHILD = r"""
 import json, os, sys
-from wsgibridge import listen
+from wsgibridge.serving import listen
 
 sources = [int(fd) for fd in sys.argv[1:]]
 parked = [os.dup2(fd, 100 + i) for i, fd in enumerate(sources)]

@@ -67,8 +67,8 @@ from requests.adapters import HTTPAdapter
 from tests.conftest import ServerFactory
 from tests.proxies import START_TIMEOUT, accepts, free_port, nginx_main, nginx_temp_paths, stop
 from wsgibridge import WSGIRequestHandler, WSGIServer
-from wsgibridge.body import InputStream
-from wsgibridge.parser import RequestHead
+from wsgibridge.http.body import InputStream
+from wsgibridge.http.parser import RequestHead
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_CONF = ROOT / "examples" / "nginx.conf"

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from wsgibridge import WSGIServer, make_server
-from wsgibridge import server as server_module
+from wsgibridge.serving import server as server_module
 
 from .conftest import ResponseReader, ServerFactory, connect, running_server, simple_app
 

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from wsgibridge.pool import STUCK_AFTER, WorkerPool
-from wsgibridge.ready import QueueSource
+from wsgibridge.serving.pool import STUCK_AFTER, WorkerPool
+from wsgibridge.serving.readiness import QueueSource
 
 TIMEOUT = 5.0
 

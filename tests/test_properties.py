@@ -40,10 +40,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from wsgibridge import WSGIServer
-from wsgibridge.body import ChunkedInput, ContentLengthInput, InputStream
 from wsgibridge.errors import ClientDisconnected, HTTPError
-from wsgibridge.parser import Limits, read_request_head
-from wsgibridge.reader import SocketReader
+from wsgibridge.http.body import ChunkedInput, ContentLengthInput, InputStream
+from wsgibridge.http.parser import Limits, read_request_head
+from wsgibridge.http.reader import SocketReader
 
 from .conftest import ResponseReader, connect, exchange, running_server
 

@@ -1,4 +1,4 @@
-"""Forwarding headers and the PROXY protocol v1 (``wsgibridge.proxy``), pure.
+"""Forwarding headers and the PROXY protocol v1 (``wsgibridge.http.forwarded``), pure.
 
 Groups, each test named after the rule it checks:
 
@@ -27,8 +27,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wsgibridge.errors import BadRequest, IncompleteMessage
-from wsgibridge.parser import HOST
-from wsgibridge.proxy import (
+from wsgibridge.http.forwarded import (
     FORWARDING_KEYS,
     MAX_PROXY_LINE,
     PROXY_PEER_KEY,
@@ -38,6 +37,7 @@ from wsgibridge.proxy import (
     parse_forwarded,
     parse_proxy_v1,
 )
+from wsgibridge.http.parser import HOST
 
 Environ = dict[str, Any]
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from wsgibridge.errors import AppError, ClientDisconnected, ResponseHeaderError
-from wsgibridge.response import (
+from wsgibridge.http.response import (
     Framing,
     ResponseWriter,
     choose_framing,

@@ -50,8 +50,8 @@ from wsgibridge import WSGIRequestHandler, WSGIServer
 from wsgibridge.accesslog import escape_log
 from wsgibridge.cli import build_parser, config_from_args
 from wsgibridge.errors import ClientDisconnected, HTTPError, PayloadTooLarge
-from wsgibridge.parser import Limits, RequestHead, read_request_head, read_trailer_section
-from wsgibridge.reader import SocketReader
+from wsgibridge.http.parser import Limits, RequestHead, read_request_head, read_trailer_section
+from wsgibridge.http.reader import SocketReader
 
 from .conftest import RawResponse, ResponseReader, ServerFactory, connect, recv_all
 from .malformed import BAD_CHUNKED_BODIES, CASES, CHUNKED_HEAD, Case

@@ -1,4 +1,4 @@
-"""wsgibridge.tls over real loopback sockets, with throwaway certificates from trustme."""
+"""wsgibridge.serving.tls over real loopback sockets, with throwaway certificates from trustme."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from wsgibridge.response import error_message
-from wsgibridge.tls import (
+from wsgibridge.http.response import error_message
+from wsgibridge.serving.tls import (
     PLAIN_HTTP_MESSAGE,
     format_dn,
     handshake,

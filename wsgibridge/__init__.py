@@ -5,7 +5,6 @@ The public API is exactly ``__all__``; everything else is internal.
 
 from ._version import __version__
 from .accesslog import AccessRecord
-from .background import BackgroundServer, serve_in_thread
 from .config import Config
 from .errors import (
     AppError,
@@ -16,10 +15,11 @@ from .errors import (
     ResponseHeaderError,
     WSGIBridgeError,
 )
-from .filewrapper import FileWrapper
-from .handler import WSGIRequestHandler
-from .response import ResponseWriter
-from .server import WSGIServer, make_server, serve
+from .http.filewrapper import FileWrapper
+from .http.response import ResponseWriter
+from .serving.background import BackgroundServer, serve_in_thread
+from .serving.handler import WSGIRequestHandler
+from .serving.server import WSGIServer, make_server, serve
 
 __all__ = [
     "AccessRecord",

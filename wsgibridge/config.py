@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .accesslog import DEFAULT_FORMAT, AccessLogFormat
-from .listen import parse_bind
-from .parser import Limits
-from .proxy import TrustedProxies
+from .http.forwarded import TrustedProxies
+from .http.parser import Limits
+from .serving.listen import parse_bind
 
 # Unit constants so that defaults read as what they mean.
 BYTES = 1

@@ -51,10 +51,12 @@ from collections.abc import Callable, Iterable
 from types import FrameType
 from typing import Any
 
-from ._types import WSGIApp
-from .accesslog import AccessLogFormat, AccessRecord, open_sink
-from .config import Config
-from .errors import ConfigError, HTTPError, IncompleteMessage
+from .._types import WSGIApp
+from ..accesslog import AccessLogFormat, AccessRecord, open_sink
+from ..config import Config
+from ..errors import ConfigError, HTTPError, IncompleteMessage
+from ..http.forwarded import MAX_PROXY_LINE, TrustedProxies, parse_proxy_v1
+from ..http.response import error_message
 from .handler import WSGIRequestHandler
 from .listen import (
     close_listener,
@@ -64,9 +66,7 @@ from .listen import (
     systemd_listeners,
 )
 from .pool import WorkerPool
-from .proxy import MAX_PROXY_LINE, TrustedProxies, parse_proxy_v1
-from .ready import EpollSource, QueueSource
-from .response import error_message
+from .readiness import EpollSource, QueueSource
 from .tls import PLAIN_HTTP_MESSAGE, handshake, looks_like_plain_http, make_ssl_context
 
 log = logging.getLogger("wsgibridge.server")
@@ -250,7 +250,7 @@ class WSGIServer:
     ) -> None:
         self.config = config = config if config is not None else Config()
         if config.lint:
-            from .lint import LintMiddleware, log_report  # only then: a development tool
+            from ..lint import LintMiddleware, log_report  # only then: a development tool
 
             app = LintMiddleware(app, report=log_report)
         self.app = app

@@ -16,7 +16,7 @@ import time
 from types import TracebackType
 from typing import Any
 
-from ._types import WSGIApp
+from .._types import WSGIApp
 from .handler import WSGIRequestHandler
 from .server import WSGIServer, make_server
 

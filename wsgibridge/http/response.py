@@ -31,9 +31,9 @@ from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any, Protocol
 
-from ._types import OptExcInfo, WSGIApp
-from ._version import __version__
-from .errors import AppError, ClientDisconnected, HTTPError, ResponseHeaderError
+from .._types import OptExcInfo, WSGIApp
+from .._version import __version__
+from ..errors import AppError, ClientDisconnected, HTTPError, ResponseHeaderError
 from .filewrapper import FileWrapper
 
 log = logging.getLogger("wsgibridge.error")

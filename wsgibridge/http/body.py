@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 
-from .errors import (
+from ..errors import (
     BadRequest,
     ClientDisconnected,
     HTTPError,

@@ -28,9 +28,9 @@ from typing import Any
 
 import pytest
 
-from ._types import WSGIApp
-from .background import BackgroundServer
-from .testing import RequestLog
+from .._types import WSGIApp
+from ..serving.background import BackgroundServer
+from .requestlog import RequestLog
 
 Factory = Callable[..., "LiveServer"]
 
@@ -42,7 +42,7 @@ class LiveServer(BackgroundServer):
         self.lint_violations: list[Any] = []
         self.lint: Any = None
         if lint:
-            from .lint import LintMiddleware
+            from ..lint import LintMiddleware
 
             app = self.lint = LintMiddleware(app, report=self.lint_violations.append)
         super().__init__(app, **options)

@@ -121,7 +121,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeAlias, TypeVar
 
-from .errors import BadRequest, IncompleteMessage
+from ..errors import BadRequest, IncompleteMessage
 from .parser import HOST
 
 __all__ = [

@@ -77,8 +77,8 @@ from types import CodeType, FrameType, FunctionType, MethodType, TracebackType
 from typing import Any, NoReturn
 from urllib.parse import quote
 
-from .accesslog import escape_log
-from .response import HOP_BY_HOP
+from ..accesslog import escape_log
+from ..http.response import HOP_BY_HOP
 
 log = logging.getLogger("wsgibridge.lint")
 

@@ -31,15 +31,15 @@ from http.server import BaseHTTPRequestHandler
 from socketserver import _SocketWriter  # type: ignore[attr-defined]  # unbuffered sendall
 from typing import TYPE_CHECKING, Any
 
-from ._version import __version__
-from .accesslog import AccessRecord, escape_log
-from .body import ChunkedInput, ContentLengthInput, InputStream
-from .environ import build_environ
-from .errors import HTTPError, PayloadTooLarge, RequestTimeout
-from .parser import RequestHead, skip_empty_line, take_head
-from .proxy import apply_forwarded
-from .reader import SocketReader
-from .response import ResponseWriter, encode_head, error_response, validate_headers
+from .._version import __version__
+from ..accesslog import AccessRecord, escape_log
+from ..errors import HTTPError, PayloadTooLarge, RequestTimeout
+from ..http.body import ChunkedInput, ContentLengthInput, InputStream
+from ..http.environ import build_environ
+from ..http.forwarded import apply_forwarded
+from ..http.parser import RequestHead, skip_empty_line, take_head
+from ..http.reader import SocketReader
+from ..http.response import ResponseWriter, encode_head, error_response, validate_headers
 from .tls import tls_environ
 
 if TYPE_CHECKING:

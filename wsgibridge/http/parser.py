@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .errors import (
+from ..errors import (
     BadRequest,
     ExpectationFailed,
     HeaderFieldsTooLarge,

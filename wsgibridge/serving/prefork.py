@@ -31,8 +31,8 @@ import time
 from types import FrameType
 from typing import Any
 
-from ._types import WSGIApp
-from .config import Config
+from .._types import WSGIApp
+from ..config import Config
 from .handler import WSGIRequestHandler
 from .listen import close_listener, listener_address
 from .server import WSGIServer, open_listeners
