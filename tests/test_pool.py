@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from wsgibridge import WSGIServer, make_server
-from wsgibridge.serving import server as server_module
+from wsgibridge.serving.readiness import HAS_EPOLL
 
 from .conftest import ResponseReader, ServerFactory, connect, running_server, simple_app
 
@@ -29,12 +29,24 @@ TIMEOUT = 5.0
 
 
 @pytest.fixture(autouse=True, params=["epoll", "poll"])
-def scheduler(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+def use_epoll(request: pytest.FixtureRequest) -> bool:
     """Every test here runs with workers waiting on an epoll, and with the fallback
     where the reactor polls parked connections and hands them over (no epoll)."""
-    if request.param == "poll":
-        monkeypatch.setattr(server_module, "USE_EPOLL", False)
-    return str(request.param)
+    if request.param == "epoll" and not HAS_EPOLL:
+        pytest.skip("no epoll on this system")
+    return bool(request.param == "epoll")
+
+
+@pytest.fixture
+def serve(use_epoll: bool) -> Iterator[ServerFactory]:
+    """The shared ``serve`` fixture, with this module's choice of ``use_epoll``."""
+    with contextlib.ExitStack() as stack:
+
+        def start(app: Any, **options: Any) -> WSGIServer:
+            options.setdefault("use_epoll", use_epoll)
+            return stack.enter_context(running_server(app, **options))
+
+        yield start
 
 
 def get(path: str = "/", close: bool = False) -> bytes:
@@ -285,10 +297,13 @@ def test_a_client_that_stops_reading_is_cut_off_after_write_timeout(
 # -- stopping ------------------------------------------------------------------------------
 
 
-def test_stopping_an_idle_server_is_fast_and_closes_idle_connections() -> None:
+def test_stopping_an_idle_server_is_fast_and_closes_idle_connections(use_epoll: bool) -> None:
     """Issue 4: stop returns "well under 100 ms for an idle server", and idle keep-alive
     connections are closed at once; no worker thread is left."""
-    with running_server(simple_app()) as server, closing_all(kept_alive(server, 3)) as idle:
+    with (
+        running_server(simple_app(), use_epoll=use_epoll) as server,
+        closing_all(kept_alive(server, 3)) as idle,
+    ):
         start = time.perf_counter()
         server.stop()
         elapsed = time.perf_counter() - start
@@ -300,7 +315,7 @@ def test_stopping_an_idle_server_is_fast_and_closes_idle_connections() -> None:
     assert workers == []
 
 
-def test_stop_lets_a_request_in_flight_finish_with_connection_close() -> None:
+def test_stop_lets_a_request_in_flight_finish_with_connection_close(use_epoll: bool) -> None:
     """Graceful stop: the request being handled completes, its response says
     Connection: close, and only then does the server close."""
     entered, release = threading.Event(), threading.Event()
@@ -311,7 +326,10 @@ def test_stop_lets_a_request_in_flight_finish_with_connection_close() -> None:
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"finished"]
 
-    with running_server(app, graceful_timeout=5.0) as server, connect(server) as sock:
+    with (
+        running_server(app, graceful_timeout=5.0, use_epoll=use_epoll) as server,
+        connect(server) as sock,
+    ):
         sock.sendall(get())
         assert entered.wait(TIMEOUT)
         stopper = threading.Thread(target=server.stop)
@@ -334,7 +352,7 @@ def test_stop_lets_a_request_in_flight_finish_with_connection_close() -> None:
         assert response.header("Connection") == "close"
 
 
-def test_stop_cuts_requests_still_running_after_the_graceful_timeout() -> None:
+def test_stop_cuts_requests_still_running_after_the_graceful_timeout(use_epoll: bool) -> None:
     """After graceful_timeout the remaining sockets are shut down: stop returns, and the
     client sees a closed connection, never a complete-looking response."""
     entered, release = threading.Event(), threading.Event()
@@ -347,7 +365,10 @@ def test_stop_cuts_requests_still_running_after_the_graceful_timeout() -> None:
         yield b"never sent"
 
     try:
-        with running_server(app, graceful_timeout=0.3) as server, connect(server) as sock:
+        with (
+            running_server(app, graceful_timeout=0.3, use_epoll=use_epoll) as server,
+            connect(server) as sock,
+        ):
             sock.sendall(get())
             assert entered.wait(TIMEOUT)
             start = time.perf_counter()
@@ -424,13 +445,13 @@ def test_parked_connections_do_not_pile_up_timer_entries(serve: ServerFactory) -
             time.sleep(0.0001)
     for _ in range(300):
         assert fetch(server)[0] == 200
-    assert len(server._timers) + len(server._posted) < 2 * 1 + 256 + 600
+    assert len(server.reactor.timers) + len(server.reactor.posted) < 2 * 1 + 256 + 600
 
 
-def test_stop_racing_the_start_never_raises() -> None:
+def test_stop_racing_the_start_never_raises(use_epoll: bool) -> None:
     """stop() right after serve_forever starts in another thread: no exception either side."""
     for _ in range(50):
-        server = make_server(simple_app(), "127.0.0.1", 0)
+        server = make_server(simple_app(), "127.0.0.1", 0, use_epoll=use_epoll)
         errors: list[BaseException] = []
 
         def run(server: WSGIServer = server, errors: list[BaseException] = errors) -> None:

@@ -923,7 +923,7 @@ def test_the_command_line_raises_a_low_open_file_limit_to_fit_its_connections(
     script = tmp_path / "limit.py"
     script.write_text(
         "import resource\n"
-        "from wsgibridge.serving.server import raise_descriptor_limit\n"
+        "from wsgibridge.serving.run import raise_descriptor_limit\n"
         "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
         "resource.setrlimit(resource.RLIMIT_NOFILE, (512, hard))\n"
         "raise_descriptor_limit(4096)\n"

@@ -19,7 +19,8 @@ from .http.filewrapper import FileWrapper
 from .http.response import ResponseWriter
 from .serving.background import BackgroundServer, serve_in_thread
 from .serving.handler import WSGIRequestHandler
-from .serving.server import WSGIServer, make_server, serve
+from .serving.run import serve
+from .serving.server import WSGIServer, make_server
 
 __all__ = [
     "AccessRecord",

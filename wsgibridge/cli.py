@@ -21,8 +21,8 @@ from ._types import WSGIApp
 from ._version import __version__
 from .config import Config, config_fields
 from .errors import ConfigError
-from .serving.server import configure_logging
-from .serving.server import serve as default_serve
+from .serving.run import configure_logging
+from .serving.run import serve as default_serve
 
 EXIT_USAGE = 2
 

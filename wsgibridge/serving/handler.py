@@ -25,25 +25,25 @@ import ssl
 import struct
 import sys
 import time
+from collections.abc import Callable
 from http import HTTPStatus
 from http.client import HTTPMessage
 from http.server import BaseHTTPRequestHandler
 from socketserver import _SocketWriter  # type: ignore[attr-defined]  # unbuffered sendall
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from .._types import WSGIApp
 from .._version import __version__
-from ..accesslog import AccessRecord, escape_log
+from ..accesslog import AccessLogFormat, AccessRecord, escape_log
+from ..config import Config
 from ..errors import HTTPError, PayloadTooLarge, RequestTimeout
 from ..http.body import ChunkedInput, ContentLengthInput, InputStream
 from ..http.environ import build_environ
-from ..http.forwarded import apply_forwarded
-from ..http.parser import RequestHead, skip_empty_line, take_head
+from ..http.forwarded import TrustedProxies, apply_forwarded
+from ..http.parser import Limits, RequestHead, skip_empty_line, take_head
 from ..http.reader import SocketReader
 from ..http.response import ResponseWriter, encode_head, error_response, validate_headers
 from .tls import tls_environ
-
-if TYPE_CHECKING:
-    from .server import WSGIServer
 
 access_log = logging.getLogger("wsgibridge.access")
 error_log = logging.getLogger("wsgibridge.error")
@@ -73,6 +73,29 @@ def not_mounted(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     return [body]
 
 
+class ServerContext(Protocol):
+    """What a handler needs of its server - ``WSGIServer`` is one, a test can be another."""
+
+    app: WSGIApp
+    config: Config
+    limits: Limits
+    url_scheme: str
+    multithread: bool
+    multiprocess: bool
+    trusted_proxies: TrustedProxies
+    access_format: AccessLogFormat
+    observers: list[Callable[[AccessRecord], None]]
+
+    @property
+    def stopping(self) -> bool: ...
+
+    def note_request(self) -> None:
+        """Count a request that observers will see recorded."""
+
+    def local_address(self, sock: socket.socket) -> tuple[str, str]:
+        """(SERVER_NAME, SERVER_PORT) for a connection."""
+
+
 class WSGIRequestHandler(BaseHTTPRequestHandler):
     """Serve each request on a connection by calling the server's WSGI app."""
 
@@ -85,12 +108,12 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
     writer_class: type[ResponseWriter] = ResponseWriter
     input_class: type[ContentLengthInput] = ContentLengthInput
 
-    server: WSGIServer  # type: ignore[assignment]  # not a socketserver.BaseServer
+    server: ServerContext  # type: ignore[assignment]  # not a socketserver.BaseServer
     rfile: SocketReader  # type: ignore[assignment]  # see reader.py
     close_connection: bool
     _headers_buffer: list[bytes]
 
-    def __init__(self, request: Any, client_address: Any, server: WSGIServer) -> None:
+    def __init__(self, request: Any, client_address: Any, server: ServerContext) -> None:
         """Set the connection up; unlike socketserver's handlers, construction does not serve it.
 
         The server calls :meth:`handle` each time the connection has bytes to

@@ -3,8 +3,9 @@
 Strategy: the parent (the *arbiter*) binds the listening sockets once and
 forks N workers, which inherit them; the kernel hands each new connection to
 one of the processes waiting in ``accept``, so every core serves.  Each
-worker is an ordinary :class:`~wsgibridge.server.WSGIServer` over the
-inherited sockets, with its own thread pool.  The arbiter serves nothing: it
+worker is an ordinary server over the inherited sockets, with its own
+thread pool, made by the callable the arbiter is given (it never imports
+the server module).  The arbiter serves nothing: it
 replaces a worker that dies, and on SIGTERM or SIGINT it asks every worker
 to stop gracefully (they finish their requests in flight), waits for them
 up to ``graceful_timeout`` plus a margin, then kills what is left.
@@ -28,14 +29,12 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from types import FrameType
-from typing import Any
+from typing import Protocol
 
-from .._types import WSGIApp
 from ..config import Config
-from .handler import WSGIRequestHandler
 from .listen import close_listener, listener_address
-from .server import WSGIServer, open_listeners
 
 log = logging.getLogger("wsgibridge.server")
 
@@ -49,20 +48,40 @@ WORKER_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGCHLD}
 KILL_MARGIN = 5.0
 
 
+class WorkerServer(Protocol):
+    """What a worker process runs (``WSGIServer`` is one)."""
+
+    @property
+    def stopping(self) -> bool: ...
+
+    @property
+    def wakeup_fd(self) -> int: ...
+
+    def serve_forever(self) -> None: ...
+
+    def request_shutdown(self) -> None: ...
+
+    def cut_short(self) -> None: ...
+
+    def server_close(self) -> None: ...
+
+
+# Makes a worker's server over the inherited listening sockets (in the child).
+ServerFactory = Callable[[list[socket.socket]], WorkerServer]
+
+
 class Arbiter:
     """Fork ``config.workers`` servers over shared sockets and keep them running."""
 
     def __init__(
         self,
-        app: WSGIApp,
         config: Config,
-        handler_class: type[WSGIRequestHandler] = WSGIRequestHandler,
-        sockets: list[socket.socket] | None = None,
+        make_server: ServerFactory,
+        sockets: list[socket.socket],
     ) -> None:
-        self.app = app
         self.config = config
-        self.handler_class = handler_class
-        self.listeners = sockets if sockets is not None else open_listeners(config)
+        self.make_server = make_server
+        self.listeners = sockets
         self.workers: dict[int, float] = {}  # pid -> start time
         self._stopping = False
         self._boot_failures = 0
@@ -215,7 +234,7 @@ class Arbiter:
         os.close(self._signal_r)
         os.close(self._signal_w)
         os.close(self._alive_w)  # only the arbiter holds the write end
-        server = WSGIServer(self.app, self.config, self.handler_class, sockets=list(self.listeners))
+        server = self.make_server(list(self.listeners))
 
         def stop(signum: int, frame: FrameType | None) -> None:
             server.request_shutdown()
@@ -238,7 +257,7 @@ class Arbiter:
         server.server_close()
         return 0
 
-    def _watch_arbiter(self, server: WSGIServer) -> None:
+    def _watch_arbiter(self, server: WorkerServer) -> None:
         """Stop the worker when the arbiter dies (its end of the pipe closes)."""
         try:
             while os.read(self._alive_r, 1):
@@ -264,13 +283,8 @@ def _describe(code: int) -> str:
     return f"exit code {code}"
 
 
-def serve_prefork(
-    app: WSGIApp,
-    config: Config,
-    handler_class: type[WSGIRequestHandler] = WSGIRequestHandler,
-    **kwargs: Any,
-) -> int:
+def serve_prefork(config: Config, make_server: ServerFactory, sockets: list[socket.socket]) -> int:
     """Run an :class:`Arbiter` in the main thread; returns its exit code."""
     if threading.current_thread() is not threading.main_thread():
         raise RuntimeError("workers > 1 needs the main thread (signals and fork)")
-    return Arbiter(app, config, handler_class, **kwargs).run()
+    return Arbiter(config, make_server, sockets).run()

@@ -1,0 +1,436 @@
+"""A connection's life outside its handler: parked, active, lingering, closed.
+
+Rule: :class:`Connections` owns the table of open connections and is the
+only code that changes a connection's state; the handler owns what happens
+inside one (its requests), the reactor only decides *when* (readiness,
+deadlines).  States of a connection (``Connection.state``), and who moves it::
+
+    ACTIVE --(worker: nothing ready)--> PARKED --(worker: readable)--> ACTIVE
+    ACTIVE --(worker: done)--> LINGERING --(reactor: EOF / 5 s / 64 MiB)--> closed
+    PARKED --(reactor: deadline, or stopping)--> closed
+
+A connection leaves PARKED only through :meth:`Connections.claim`, under a
+lock, so a readiness event and a deadline can never both act on it.  Before
+HTTP, a new connection is taken through its PROXY line and TLS handshake
+(:meth:`Connections.serve`), only as far as the bytes that have arrived
+allow.  A connection closed while the client may still be sending lingers:
+half-closed, its input read and dropped for a moment, so that the kernel
+does not answer those bytes with a reset that destroys our last response
+(nginx's ``lingering_close``).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+import threading
+import time
+from typing import Any, Protocol
+
+from ..errors import HTTPError, IncompleteMessage
+from ..http.forwarded import MAX_PROXY_LINE, parse_proxy_v1
+from ..http.response import error_message
+from .handler import ServerContext, WSGIRequestHandler
+from .readiness import EpollSource, QueueSource, ReactorPoller, readable
+from .tls import PLAIN_HTTP_MESSAGE, handshake, looks_like_plain_http
+
+log = logging.getLogger("wsgibridge.server")
+
+ACTIVE, PARKED, LINGERING, CLOSED = "active", "parked", "lingering", "closed"
+
+# After a refusal (or a body we would not read), how long and how much of
+# the client's remaining upload is read and discarded before closing (a proxy
+# in front may be mid-way through a large buffered upload).  Read in slices,
+# so one fast sender cannot hog the reactor.
+CLOSE_LINGER_SECONDS = 5.0
+CLOSE_LINGER_BYTES = 64 * 1024 * 1024
+LINGER_SLICE = 256 * 1024
+# Attempts of the PROXY/TLS opening on the bytes at hand before parking.
+OPEN_STEPS = 8
+
+
+class Connection:
+    """The server's record of one connection (the handler holds the HTTP state)."""
+
+    __slots__ = (
+        "accepted_at",
+        "address",
+        "fd",
+        "generation",
+        "handler",
+        "in_source",
+        "linger_bytes",
+        "proxy_line",
+        "proxy_peer",
+        "registered",
+        "sock",
+        "state",
+    )
+
+    def __init__(self, sock: socket.socket, address: Any, expect_proxy_line: bool) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.address = address
+        self.accepted_at = time.monotonic()
+        # The PROXY line received so far; None when none is expected (any more).
+        self.proxy_line: bytes | None = b"" if expect_proxy_line else None
+        self.proxy_peer: Any = None  # the proxy's own address, once a PROXY line named the client
+        self.handler: WSGIRequestHandler | None = None
+        self.state = ACTIVE
+        self.generation = 0  # bumped on every park, so a stale deadline is ignored
+        self.registered = False  # in the reactor's poller
+        self.in_source = False  # in the workers' EpollSource
+        self.linger_bytes = 0
+
+
+class Host(ServerContext, Protocol):
+    """What the connections need of their server (``WSGIServer`` is one): what its
+    handlers need, and how to make them."""
+
+    ssl_context: ssl.SSLContext | None
+    handler_class: type[WSGIRequestHandler]
+
+
+class Scheduler(Protocol):
+    """What the connections need of the reactor (``Reactor`` is one)."""
+
+    @property
+    def accepting(self) -> bool: ...
+
+    def add_timer(self, deadline: float, conn: Connection) -> None: ...
+
+    def wake(self) -> None: ...
+
+    def close_listeners(self) -> None: ...
+
+
+class Connections:
+    """The open connections, and every change of their state (from any thread)."""
+
+    def __init__(
+        self,
+        host: Host,
+        poller: ReactorPoller,
+        source: EpollSource | QueueSource,
+        scheduler: Scheduler,
+    ) -> None:
+        self.host = host
+        self.config = host.config
+        self.poller = poller
+        self.source = source
+        self.scheduler = scheduler
+        self.table: dict[int, Connection] = {}
+        # Notified whenever a connection closes (server_close waits on it).
+        self.changed = threading.Condition()
+        # Taken for every change of a parked connection's state: a worker
+        # woken for it and the reactor expiring it may both try.
+        self._state_lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def add(self, conn: Connection) -> None:
+        """A connection just accepted: a worker takes it when its first bytes arrive."""
+        self.table[conn.fd] = conn
+        self.park(conn, conn.accepted_at + self.config.header_timeout)
+
+    def claim(self, conn: Connection, generation: int | None = None) -> bool:
+        """Take a parked connection (PARKED -> ACTIVE); False if someone else did first."""
+        with self._state_lock:
+            if conn.state != PARKED or (generation is not None and conn.generation != generation):
+                return False
+            conn.state = ACTIVE
+            return True
+
+    # -- in a worker -------------------------------------------------------------------
+
+    def serve_fd(self, fd: int) -> None:
+        """A worker's job: the parked connection on ``fd`` has become readable."""
+        conn = self.table.get(fd)
+        if conn is not None and self.claim(conn):
+            self.serve(conn)
+
+    def serve(self, conn: Connection) -> None:
+        handler = conn.handler
+        try:
+            if handler is None:
+                handler = self._open(conn)
+                if handler is None:
+                    return  # parked until more bytes arrive, or closed
+                conn.handler = handler
+            handler.handle()
+        except Exception:
+            log.exception("unexpected error serving %s", conn.address)
+            self.close(conn)
+            return
+        if handler.close_connection or self.host.stopping:
+            self.close(conn, linger=handler.linger_on_close)
+        else:
+            self.park(conn, handler.deadline())
+
+    # -- before HTTP: the PROXY line and the TLS handshake ---------------------------------
+
+    def _open(self, conn: Connection) -> WSGIRequestHandler | None:
+        """Take a new connection through its PROXY line and TLS handshake; then its handler.
+
+        Only as far as the bytes that have arrived allow, never blocking on the
+        client: without the bytes it needs, the connection is parked (holding
+        no thread) until more arrive or ``header_timeout`` after the accept.
+        Returns None when it parked or closed the connection.
+        """
+        deadline = conn.accepted_at + self.config.header_timeout
+        ssl_context = self.host.ssl_context
+        for _ in range(OPEN_STEPS):
+            try:
+                done = (conn.proxy_line is None or self._take_proxy_line(conn)) and (
+                    ssl_context is None or self._tls_step(conn, ssl_context, deadline)
+                )
+            except HTTPError as exc:
+                log.warning("%s: %d %s (%s)", conn.address, exc.status, exc.status.phrase, exc)
+                self._refuse(conn, exc)
+                return None
+            except (OSError, ValueError) as exc:
+                self._tls_failed(conn, exc)
+                return None
+            if done:
+                handler = self.host.handler_class(conn.sock, conn.address, self.host)
+                handler.proxy_peer = conn.proxy_peer
+                handler.connected(conn.accepted_at)
+                return handler
+            if not readable(conn.sock, 0.0):
+                break
+        self.park(conn, deadline)
+        return None
+
+    def _take_proxy_line(self, conn: Connection) -> bool:
+        """Consume the PROXY protocol v1 line, byte-exact (nothing after it is read).
+
+        True once it is complete: the client is then the address it names.
+        """
+        assert conn.proxy_line is not None
+        sock = conn.sock
+        try:
+            data = sock.recv(MAX_PROXY_LINE, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return False
+        if not data:
+            raise IncompleteMessage("the connection closed before its PROXY line")
+        end = data.find(b"\n")
+        # Everything before the first LF belongs to the line, so it may be taken
+        # even if the line is not complete yet; the request after it is left
+        # in the kernel for the handler (or the TLS layer) to read.
+        line = conn.proxy_line + sock.recv(len(data) if end < 0 else end + 1)
+        if end < 0:
+            conn.proxy_line = line
+            if len(line) >= MAX_PROXY_LINE:
+                parse_proxy_v1(line)  # raises: no CRLF within the 107 bytes
+            return False
+        header = parse_proxy_v1(line)
+        conn.proxy_line = None
+        if header.source is not None and header.source_port is not None:
+            # "the receiver ... MUST use the information from the PROXY header
+            # as the connection's source" (the PROXY protocol specification, 2.1).
+            conn.proxy_peer = conn.address
+            conn.address = (header.source, header.source_port)
+        return True
+
+    def _tls_step(self, conn: Connection, context: ssl.SSLContext, deadline: float) -> bool:
+        """Advance the TLS handshake with the bytes that have arrived; True once it is done."""
+        sock = conn.sock
+        if not isinstance(sock, ssl.SSLSocket):
+            sock = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+            conn.sock = sock
+        sock.setblocking(False)
+        try:
+            sock.do_handshake()
+        except ssl.SSLWantReadError:
+            return False  # OpenSSL read all there was: waiting for the client
+        except ssl.SSLWantWriteError:
+            # Our side cannot send (a full socket buffer): finish blocking, under
+            # what is left of the deadline.
+            handshake(sock, max(deadline - time.monotonic(), 0.0))
+        return True
+
+    def _tls_failed(self, conn: Connection, exc: BaseException) -> None:
+        sock = conn.sock
+        if isinstance(sock, ssl.SSLSocket) and looks_like_plain_http(exc):
+            log.info("%s sent plain HTTP to the TLS port", conn.address)
+            # nginx's clear-text 400, sent without waiting; the TLS layer is
+            # dropped and the reactor closes lingeringly, holding no worker.
+            raw = socket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+            conn.sock = raw
+            try:
+                raw.setblocking(False)
+                raw.send(error_message(400, PLAIN_HTTP_MESSAGE))
+            except OSError:
+                pass
+            self.close(conn, linger=True)
+            return
+        log.info("TLS handshake with %s failed: %s", conn.address, exc)
+        self.close(conn)
+
+    def _refuse(self, conn: Connection, exc: HTTPError) -> None:
+        """Answer a bad PROXY line with its 4xx (in clear text only) and close."""
+        if self.host.ssl_context is None:
+            handler = self.host.handler_class(conn.sock, conn.address, self.host)
+            conn.handler = handler
+            handler.reject(exc)
+            self.close(conn, linger=True)
+        else:
+            self.close(conn)
+
+    # -- parked ------------------------------------------------------------------------
+
+    def park(self, conn: Connection, deadline: float) -> None:
+        """Wait, holding no thread, for bytes on ``conn`` (a worker takes it) or ``deadline``."""
+        conn.generation += 1
+        conn.state = PARKED
+        self.scheduler.add_timer(deadline, conn)
+        try:
+            source = self.source
+            if isinstance(source, EpollSource):
+                registered = conn.in_source
+                # Marked first: the event can fire, and a worker park the
+                # connection again, before arm() has even returned here.
+                conn.in_source = True
+                try:
+                    source.arm(conn.fd, registered)
+                except BaseException:
+                    conn.in_source = registered
+                    raise
+            else:
+                self.poller.arm(conn)
+        except (OSError, ValueError):
+            if self.claim(conn):
+                self.close(conn)
+            return
+        if self.host.stopping and self.claim(conn):
+            # Parked while the reactor was closing the idle ones: close it here.
+            self.close(conn)
+
+    def expire(self, conn: Connection) -> None:
+        """A parked connection's deadline passed (in the reactor, which has claimed it).
+
+        Bytes waiting in the socket mean the client did its part and the
+        workers were all busy: the request may well be complete, so the
+        connection waits on for a worker, which refuses the head with 408 if
+        it turns out incomplete.  Otherwise a partial head gets its 408 here,
+        and the connection closes lingeringly so no reset destroys the answer.
+        """
+        if not self.host.stopping and readable(conn.sock, 0.0):
+            self.park(conn, time.monotonic() + self.config.header_timeout)
+            return
+        handler = conn.handler
+        linger = False
+        if handler is not None and handler.head_pending:
+            # Part of a request head arrived, the rest did not in time.
+            log.info("%s: request head not complete in time; closing", conn.address)
+            try:
+                conn.sock.setblocking(False)  # the reactor never waits on a client
+                conn.sock.send(error_message(408, "the request head was not complete in time"))
+            except (OSError, ValueError):
+                pass
+            else:
+                linger = True
+        conn.state = ACTIVE
+        self.close(conn, linger=linger)
+
+    # -- closing -----------------------------------------------------------------------
+
+    def close(self, conn: Connection, linger: bool = False) -> None:
+        """Close a connection that no one else holds (a worker's, or the reactor's)."""
+        stopping = self.host.stopping
+        if stopping:
+            # Before a client can see its connection closed by the stop, the
+            # listeners are: reconnecting is refused, never left to hang.
+            self.scheduler.close_listeners()
+        handler = conn.handler
+        if handler is not None:
+            try:
+                handler.finish()
+            except Exception:
+                log.exception("error finishing the connection from %s", conn.address)
+        if linger and not stopping:
+            try:
+                conn.sock.shutdown(socket.SHUT_WR)
+                conn.sock.setblocking(False)
+            except OSError:
+                pass
+            else:
+                if conn.in_source:
+                    # From now on the reactor reads it, in its own poller.
+                    self.source.remove(conn.fd)
+                    conn.in_source = False
+                conn.generation += 1
+                conn.state = LINGERING
+                self.scheduler.add_timer(time.monotonic() + CLOSE_LINGER_SECONDS, conn)
+                try:
+                    self.poller.arm(conn)
+                except (OSError, ValueError):
+                    pass
+                else:
+                    if not self.host.stopping:
+                        return
+                    # The reactor may have stopped (and closed the lingering
+                    # ones) before this one became LINGERING: close it here.
+        self.forget(conn)
+
+    def discard(self, conn: Connection) -> None:
+        """Read and drop what a lingering client still sends (in the reactor)."""
+        try:
+            stop_at = min(conn.linger_bytes + LINGER_SLICE, CLOSE_LINGER_BYTES)
+            while conn.linger_bytes < stop_at:
+                data = conn.sock.recv(65536)
+                if not data:
+                    self.forget(conn)  # the client is done: close
+                    return
+                conn.linger_bytes += len(data)
+            if conn.linger_bytes >= CLOSE_LINGER_BYTES:
+                self.forget(conn)
+                return
+            raise BlockingIOError  # a slice read: let the others have a turn
+        except (BlockingIOError, InterruptedError):
+            try:
+                self.poller.arm(conn)
+                return
+            except (OSError, ValueError):
+                pass
+        except OSError:
+            pass
+        self.forget(conn)
+
+    def forget(self, conn: Connection) -> None:
+        """Close and drop a connection; safe to call twice, from two threads."""
+        with self.changed:
+            if conn.state == CLOSED:
+                return
+            conn.state = CLOSED
+            if self.table.get(conn.fd) is conn:
+                del self.table[conn.fd]
+            self.changed.notify_all()
+        if conn.registered:
+            self.poller.remove(conn.fd)
+        # (An fd in the workers' epoll leaves it when the socket closes below:
+        # the descriptor is never duplicated.)
+        conn.handler = None  # a stale timer entry must not keep the request alive
+        try:
+            conn.sock.close()
+        except OSError:
+            pass
+        if not self.scheduler.accepting:
+            # Below the limit again? The reactor decides, and resumes accepting.
+            self.scheduler.wake()
+
+    def drop(self, conn: Connection | None) -> None:
+        """Close a connection the reactor holds after an unexpected error on it."""
+        if conn is None:
+            return
+        if conn.state == LINGERING or self.claim(conn):
+            self.forget(conn)
+
+    def close_idle(self) -> None:
+        """Close every parked and lingering connection (the reactor, when it stops)."""
+        for conn in list(self.table.values()):
+            if conn.state == LINGERING or self.claim(conn):
+                self.forget(conn)

@@ -1,0 +1,152 @@
+"""The process entry point: ``serve()`` - logging, signals, the descriptor limit, prefork.
+
+Rule: this is the only module that changes the process (signal handlers,
+``RLIMIT_NOFILE``, logging when the program set up none); a server made with
+``make_server`` or ``serve_in_thread`` never does.  One process serves with a
+:class:`~wsgibridge.serving.server.WSGIServer` in the main thread;
+``workers > 1`` hands the work to :mod:`~wsgibridge.serving.prefork`.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+from .._types import WSGIApp
+from ..accesslog import open_sink
+from ..config import Config
+from .handler import WSGIRequestHandler
+from .prefork import serve_prefork
+from .server import WSGIServer, build_config, open_listeners
+
+log = logging.getLogger("wsgibridge.server")
+
+
+# Descriptors a process needs beyond its connections (listeners, epolls,
+# wake-up sockets, log files, the app's own files and database sockets).
+SPARE_DESCRIPTORS = 256
+
+
+def raise_descriptor_limit(connections: int) -> None:
+    """Raise the soft RLIMIT_NOFILE towards the hard one, so ``connections`` fit (``serve`` only).
+
+    Many systems start processes with a soft limit of 1024, fewer than the
+    default connection limit; like nginx's ``worker_rlimit_nofile``, the
+    command line asks for what it needs.  Embedded servers leave the host
+    program's limits alone.
+    """
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = connections + SPARE_DESCRIPTORS
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return
+    new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if new > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+        except (OSError, ValueError):
+            log.warning("cannot raise the open file limit from %d to %d", soft, new)
+
+
+def configure_logging(level: str, access_log_file: str = "stderr") -> None:
+    """Error and lifecycle messages with a level prefix on stderr; access lines to their sink.
+
+    For a process that serves (the CLI, ``serve()``), never for an embedded
+    server: loggers that already have handlers are left alone.
+    """
+    numeric = getattr(logging, level.upper())
+    root = logging.getLogger("wsgibridge")
+    root.setLevel(numeric)
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("[%(asctime)s] %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+    access = logging.getLogger("wsgibridge.access")
+    if not access.handlers:
+        access.addHandler(open_sink(access_log_file))
+        access.propagate = False
+
+
+def _logging_configured() -> bool:
+    """True if the host program (or the CLI) has set up logging for wsgibridge's messages."""
+    return bool(logging.getLogger().handlers or logging.getLogger("wsgibridge").handlers)
+
+
+def serve(
+    app: WSGIApp,
+    host: str | None = None,
+    port: int | None = None,
+    *,
+    config: Config | None = None,
+    handler_class: type[WSGIRequestHandler] = WSGIRequestHandler,
+    ready: Callable[[WSGIServer], None] | None = None,
+    **options: Any,
+) -> None:
+    """Serve ``app`` until SIGINT (Ctrl-C) or SIGTERM, then stop gracefully.
+
+    Signal handlers are installed only when called from the main thread, and the
+    previous handlers are restored on return.  A second signal during the
+    graceful stop cuts it short.  With ``workers > 1`` (main thread only) the
+    app is served by pre-forked processes (``prefork.py``; ``ready`` is not
+    called).
+    """
+    config = build_config(config, host, port, options)
+    if not _logging_configured():
+        # A script calling serve() sees what the command line shows: the start,
+        # the access lines, the stop.  A program with its own logging keeps it.
+        configure_logging(config.log_level, config.access_log_file)
+    raise_descriptor_limit(config.connection_limit)
+    if config.workers > 1:
+        # The app was imported once, here, before the fork: workers share its pages.
+        def make_worker(sockets: list[socket.socket]) -> WSGIServer:
+            return WSGIServer(app, config, handler_class, sockets=sockets)
+
+        if serve_prefork(config, make_worker, open_listeners(config)) != 0:
+            raise RuntimeError("the worker processes could not start")
+        return
+    server = WSGIServer(app, config, handler_class)
+    previous: dict[signal.Signals, Any] = {}
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        # No exception is raised and no lock taken here: raising KeyboardInterrupt
+        # into whatever the main thread was doing can leave a lock held forever.
+        if server.stopping:
+            server.cut_short()  # a second signal: stop waiting for requests in flight
+        else:
+            server.request_shutdown()
+            log.info("received %s, stopping", signal.Signals(signum).name)
+
+    previous_wakeup = None
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, on_signal)
+        # Every signal also writes a byte to the reactor's wake-up socket, so
+        # the reactor returns to Python (and the handler runs) whichever thread
+        # the kernel delivered the signal to.
+        previous_wakeup = signal.set_wakeup_fd(server.wakeup_fd, warn_on_full_buffer=False)
+    try:
+        log.info("serving on %s", ", ".join(server.addresses))
+        if ready is not None:
+            ready(server)
+        try:
+            server.serve_forever()
+        finally:
+            # Before server_close closes the socket that descriptor belongs to.
+            if previous_wakeup is not None:
+                signal.set_wakeup_fd(previous_wakeup)
+        server.server_close()
+    except KeyboardInterrupt:
+        server.server_close(timeout=0)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        server.server_close(timeout=0)
