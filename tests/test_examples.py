@@ -370,7 +370,7 @@ def test_error_becomes_500(
     caplog.set_level(logging.INFO)
     response = session.get(url(seed, "/error"), timeout=TIMEOUT)
     assert response.status_code == 500
-    assert response.text == "Internal Server Error\n"
+    assert response.text == "500 Internal Server Error\n"
     assert "RuntimeError" not in response.text  # no traceback unless expose_tracebacks
     app_lines = [r for r in caplog.records if r.name == "seed_parity"]
     assert [r.levelno for r in app_lines] == [logging.ERROR]

@@ -831,7 +831,7 @@ def test_errors_and_head_pass_through(serve: ServerFactory, nginx: NginxFactory)
 
     response = requests.get(proxy.url("/error"), timeout=TIMEOUT)
     assert response.status_code == 500
-    assert response.text == "Internal Server Error\n"
+    assert response.text == "500 Internal Server Error\n"
     assert response.headers["Server"].startswith("nginx")
 
     response = requests.get(proxy.url("/missing"), timeout=TIMEOUT)

@@ -42,7 +42,7 @@ from hypothesis import strategies as st
 from wsgibridge import WSGIServer
 from wsgibridge.errors import ClientDisconnected, HTTPError
 from wsgibridge.http.body import ChunkedInput, ContentLengthInput, InputStream
-from wsgibridge.http.parser import Limits, read_request_head
+from wsgibridge.http.parser import FORBIDDEN_TRAILERS, Limits, read_request_head
 from wsgibridge.http.reader import SocketReader
 
 from .conftest import ResponseReader, connect, exchange, running_server
@@ -113,6 +113,10 @@ versions = st.sampled_from(["HTTP/1.1", "HTTP/1.1", "HTTP/1.0"])
 custom_methods = tokens.filter(lambda m: m not in ("CONNECT", "HEAD"))
 all_methods = st.one_of(st.sampled_from(METHODS), custom_methods)
 live_methods = st.one_of(st.sampled_from([m for m in METHODS if m != "HEAD"]), custom_methods)
+
+# RFC 9110 §6.5.1: fields that must not be trailers are refused there (a valid
+# chunked body carries none of them).
+trailer_names = tokens.filter(lambda name: name.lower() not in FORBIDDEN_TRAILERS)
 
 
 def mixed_case(draw: st.DrawFn, word: str) -> str:
@@ -222,7 +226,7 @@ def chunked_body(draw: st.DrawFn, body: bytes) -> bytes:
         out += body[start:end] + b"\r\n"
     out += f"{'0' * draw(ints(1, 3))}{draw(chunk_ext_texts)}\r\n".encode("latin-1")
     for _ in range(draw(ints(0, 3))):
-        out += field_line(draw, draw(tokens), draw(field_values))
+        out += field_line(draw, draw(trailer_names), draw(field_values))
     out += b"\r\n"
     return bytes(out)
 

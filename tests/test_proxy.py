@@ -1,4 +1,4 @@
-"""Forwarding headers and the PROXY protocol v1 (``wsgibridge.http.forwarded``), pure.
+"""Forwarding headers and the PROXY protocol v1 (``http.forwarded``, ``http.proxy_protocol``), pure.
 
 Groups, each test named after the rule it checks:
 
@@ -29,15 +29,13 @@ from hypothesis import strategies as st
 from wsgibridge.errors import BadRequest, IncompleteMessage
 from wsgibridge.http.forwarded import (
     FORWARDING_KEYS,
-    MAX_PROXY_LINE,
     PROXY_PEER_KEY,
-    ProxyHeader,
     TrustedProxies,
     apply_forwarded,
     parse_forwarded,
-    parse_proxy_v1,
 )
-from wsgibridge.http.parser import HOST
+from wsgibridge.http.grammar import HOST
+from wsgibridge.http.proxy_protocol import MAX_PROXY_LINE, ProxyHeader, parse_proxy_v1
 
 Environ = dict[str, Any]
 
@@ -1128,3 +1126,19 @@ def test_proxy_v1_arbitrary_bytes_only_raise_bad_request(line: bytes) -> None:
     except BadRequest:
         return
     assert header.family in ("TCP4", "TCP6", "UNKNOWN")
+
+
+@pytest.mark.parametrize(
+    ("line", "source"),
+    [
+        (b"PROXY TCP6 ::FFFF:10.1.2.3 ::1 1 2\r\n", "::ffff:10.1.2.3"),
+        (b"PROXY TCP6 0:0:0:0:0:ffff:a01:203 ::1 1 2\r\n", "::ffff:10.1.2.3"),
+        (b"PROXY TCP4 10.1.2.3 10.0.0.1 1 2\r\n", "10.1.2.3"),
+    ],
+)
+def test_proxy_v1_source_has_the_form_trusted_proxies_match(line: bytes, source: str) -> None:
+    """The PROXY parser and TrustedProxies share one canonical form (``canonical_address``)."""
+    header = parse_proxy_v1(line)
+    assert header.source == source
+    assert header.source in TrustedProxies("10.0.0.0/8")
+    assert header.source not in TrustedProxies("192.0.2.0/24")

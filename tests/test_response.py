@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Iterator
+from http import HTTPStatus
 from typing import Any
 
 import pytest
 
-from wsgibridge.errors import AppError, ClientDisconnected, ResponseHeaderError
+from wsgibridge.errors import AppError, ClientDisconnected, PayloadTooLarge, ResponseHeaderError
 from wsgibridge.http.response import (
     Framing,
     ResponseWriter,
     choose_framing,
+    error_body,
+    error_response,
     validate_headers,
     validate_status,
 )
@@ -387,7 +390,7 @@ def test_exception_before_headers_is_plain_500_without_traceback() -> None:
     writer, sink = run(app)
     assert writer.status_code == 500
     assert b"secret detail" not in sink.data
-    assert sink.data == b"Internal Server Error\n"
+    assert sink.data == b"500 Internal Server Error\n"
     assert writer.keep_alive
 
 
@@ -397,6 +400,55 @@ def test_expose_tracebacks_puts_traceback_in_body() -> None:
 
     _, sink = run(app, expose_tracebacks=True)
     assert b"RuntimeError: secret detail" in sink.data
+
+
+def test_a_500_has_the_body_of_the_servers_own_errors() -> None:
+    """One body builder: the app's 500 reads like error_response's (code, phrase, newline)."""
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        raise RuntimeError("secret detail")
+
+    _, sink = run(app)
+    headers, body = error_response(500)
+    assert sink.data == body == error_body(500, None, encoding="utf-8")
+    assert sink.header("Content-Type") == [dict(headers)["Content-Type"]]
+    assert sink.header("Content-Length") == [str(len(body))]
+    assert len(sink.header("Date")) == len(sink.header("Server")) == 1
+
+
+def test_a_traceback_follows_the_status_line_in_utf8() -> None:
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        raise RuntimeError("caf\u00e9 \u2603")
+
+    _, sink = run(app, expose_tracebacks=True)
+    assert sink.data.startswith(b"500 Internal Server Error\nTraceback (most recent call last):\n")
+    assert sink.data.endswith("RuntimeError: caf\u00e9 \u2603\n\n".encode())
+    assert sink.header("Content-Length") == [str(len(sink.data))]
+
+
+def test_an_http_error_from_the_apps_read_gets_its_status_and_the_same_body() -> None:
+    """A body refused while the app reads it (here 413) is answered as the server's own errors."""
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        start_response("200 OK", [("X-From-App", "1")])
+        raise PayloadTooLarge("the body is larger than 10 bytes")
+
+    writer, sink = run(app)
+    phrase = HTTPStatus(413).phrase
+    assert sink.head is not None
+    assert sink.head[:2] == (413, phrase)
+    assert sink.data == f"413 {phrase}\nthe body is larger than 10 bytes\n".encode()
+    assert sink.data == error_response(413, "the body is larger than 10 bytes")[1]
+    assert sink.header("X-From-App") == []
+    assert sink.header("Connection") == ["close"]
+    assert not writer.keep_alive
+
+
+def test_error_body_replaces_what_its_encoding_cannot_say() -> None:
+    assert (
+        error_body(400, "caf\u00e9 \u2603", encoding="latin-1") == b"400 Bad Request\ncaf\xe9 ?\n"
+    )
+    assert error_body(400, "", encoding="utf-8") == b"400 Bad Request\n"
 
 
 def test_str_chunk_is_an_app_error() -> None:

@@ -1,6 +1,6 @@
 """The strict request parser and the chunked/100-continue paths, pure and on the wire.
 
-Seven groups, each test naming the RFC 9112 / RFC 9110 rule it checks:
+Eight groups, each test naming the RFC 9112 / RFC 9110 rule it checks:
 
 1. the parser alone (``read_request_head`` over an in-memory ``SocketReader``):
    every malformed head of ``tests/malformed.py`` is refused with its status, and
@@ -13,7 +13,9 @@ Seven groups, each test naming the RFC 9112 / RFC 9110 rule it checks:
    sockets, byte-exact, streamed in bounded memory, drained, cut off;
 5. lazy ``100 Continue``;
 6. the limits of :class:`~wsgibridge.config.Config` and their CLI options;
-7. rejections stay final with 50 clients at once.
+7. rejections stay final with 50 clients at once;
+8. the grammar itself (``wsgibridge.http.grammar``): each rule's bytes and str
+   forms and its character set agree, and no other module spells a rule again.
 
 Sockets use the 5 s timeout of ``connect``; threads are waited on with
 ``Event.wait``/``Future.result`` timeouts; subprocesses have a timeout.  The only
@@ -31,6 +33,7 @@ import resource
 import select
 import shutil
 import socket
+import string
 import struct
 import subprocess
 import threading
@@ -50,6 +53,7 @@ from wsgibridge import WSGIRequestHandler, WSGIServer
 from wsgibridge.accesslog import escape_log
 from wsgibridge.cli import build_parser, config_from_args
 from wsgibridge.errors import ClientDisconnected, HTTPError, PayloadTooLarge
+from wsgibridge.http import grammar
 from wsgibridge.http.parser import Limits, RequestHead, read_request_head, read_trailer_section
 from wsgibridge.http.reader import SocketReader
 
@@ -1484,3 +1488,116 @@ def test_absolute_form_target_sets_http_host(serve: ServerFactory) -> None:
     raw = b"GET http://other.example:81/p?q HTTP/1.1\r\nHost: evil\r\nConnection: close\r\n\r\n"
     assert only_response(server, raw).status == 200
     assert hosts == [("other.example:81", "/p")]
+
+
+# -- 8. the grammar ---------------------------------------------------------------------
+
+LATIN_1 = [chr(code) for code in range(256)]
+PACKAGE = Path(__file__).resolve().parent.parent / "wsgibridge"
+
+
+def test_tchar_set_token_patterns_are_one_rule() -> None:
+    """RFC 9110 §5.6.2: token = 1*tchar, the set and both patterns from one class."""
+    assert frozenset("!#$%&'*+-.^_`|~" + string.digits + string.ascii_letters) == grammar.TCHARS
+    for char in LATIN_1:
+        tchar = char in grammar.TCHARS
+        assert (grammar.TOKEN_STR.fullmatch(char) is not None) is tchar, repr(char)
+        assert (grammar.TOKEN.fullmatch(char.encode("latin-1")) is not None) is tchar, repr(char)
+
+
+def test_ows_is_sp_and_htab() -> None:
+    """RFC 9110 §5.6.3: OWS = *( SP / HTAB ), as str and bytes."""
+    assert sorted(grammar.OWS_STR) == ["\t", " "]
+    assert grammar.OWS_STR.encode("ascii") == grammar.OWS
+
+
+def test_field_value_and_reason_phrase_allow_htab_sp_vchar_obs_text_only() -> None:
+    """RFC 9110 §5.5 field-vchar = VCHAR / obs-text, with SP and HTAB; no CR, LF, NUL, DEL."""
+    allowed = (
+        {"\t", " "} | {chr(c) for c in range(0x21, 0x7F)} | {chr(c) for c in range(0x80, 0x100)}
+    )
+    for char in LATIN_1:
+        ok = char in allowed
+        value = f"a{char}b"
+        assert (grammar.FIELD_VALUE_STR.fullmatch(value) is not None) is ok, repr(char)
+        assert (grammar.FIELD_VALUE.fullmatch(value.encode("latin-1")) is not None) is ok
+        assert (grammar.REASON_PHRASE_STR.fullmatch(value) is not None) is ok
+    assert grammar.FIELD_VALUE.fullmatch(b"") is not None
+
+
+@pytest.mark.parametrize(
+    ("text", "valid"),
+    [
+        ('""', True),
+        ('"plain text"', True),
+        ('"tab\there"', True),
+        ('"\\"quoted\\" and \\\\"', True),
+        ('"obs-text \xe9\xff"', True),
+        ('"\\\x80"', True),  # quoted-pair of obs-text
+        ('"', False),
+        ('"unterminated', False),
+        ('"a"b"', False),  # a bare DQUOTE inside
+        ('"ends in a backslash\\"', False),
+        ('"nul \x00"', False),
+        ('"del \x7f"', False),
+        ('"escaped nul \\\x00"', False),
+        ('"lf\n"', False),
+        ("unquoted", False),
+    ],
+)
+def test_quoted_string_in_bytes_and_str(text: str, valid: bool) -> None:
+    """RFC 9110 §5.6.4: quoted-string = DQUOTE *( qdtext / quoted-pair ) DQUOTE."""
+    assert (grammar.QUOTED_STRING_STR.fullmatch(text) is not None) is valid
+    assert (grammar.QUOTED_STRING.fullmatch(text.encode("latin-1")) is not None) is valid
+
+
+def test_quoted_pair_unescapes_to_the_octet_after_the_backslash() -> None:
+    """RFC 9110 §5.6.4: "handle a quoted-pair as if it were replaced by the octet following"."""
+    inside = '\\"a\\\\b\\\tc\\d'  # \"a\\b\<TAB>c\d
+    assert grammar.QUOTED_PAIR_STR.sub(r"\1", inside) == '"a\\b\tcd'
+
+
+@pytest.mark.parametrize(
+    ("ext", "valid"),
+    [
+        (b"", True),
+        (b";name", True),
+        (b";name=value", True),
+        (b' ; name = "quoted \\" value" ;other', True),
+        (b';a;b=c;d=""', True),
+        (b";", False),  # no name
+        (b";=v", False),
+        (b";name=", False),
+        (b";na me=v", False),
+        (b";name=a b", False),
+        (b';name="open', False),
+        (b"name", False),  # no ";"
+        (b";name\r", False),
+    ],
+)
+def test_chunk_ext_grammar(ext: bytes, valid: bool) -> None:
+    """RFC 9112 §7.1.1: chunk-ext = *( BWS ";" BWS name [ BWS "=" BWS chunk-ext-val ] )."""
+    assert (grammar.CHUNK_EXT.fullmatch(ext) is not None) is valid
+
+
+# Distinctive pieces of each rule's spelling: a module that contains one spells
+# the rule itself instead of importing it from grammar.py.
+SPELLINGS = {
+    "tchar": ["`|~", "|~0-9"],
+    "obs-text": ["\\x80-\\xff", "\\x80-\\xFF"],
+    "qdtext": ["\\x23-\\x5b", "\\x5d-\\x7e"],
+    "field-value / VCHAR": ["\\x20-\\x7e", "\\x21-\\x7e"],
+    "OWS": ['" \\t"', '"\\t "', "[ \\t]"],
+}
+
+
+@pytest.mark.parametrize("rule", sorted(SPELLINGS))
+def test_no_http_module_spells_a_grammar_rule_again(rule: str) -> None:
+    """Every rule is spelled once, in ``http/grammar.py``; the others import it."""
+    paths = [*sorted((PACKAGE / "http").glob("*.py")), PACKAGE / "accesslog.py"]
+    for path in paths:
+        if path.name == "grammar.py":
+            continue
+        text = path.read_text(encoding="utf-8")
+        for spelling in SPELLINGS[rule]:
+            assert spelling not in text, f"{path.name} spells {rule} again: {spelling!r}"

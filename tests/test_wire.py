@@ -1008,7 +1008,7 @@ def test_headers_wait_for_first_nonempty_chunk(serve: ServerFactory, first_yield
         response = rd.read_response()
         assert response.status == 500
         assert response.header("X-From-App") is None
-        assert response.body.startswith(b"Internal Server Error")
+        assert response.body.startswith(b"500 Internal Server Error\n")
 
 
 # -- header validation ----------------------------------------------------------------------

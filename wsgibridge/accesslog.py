@@ -66,6 +66,8 @@ from dataclasses import dataclass
 from io import TextIOWrapper
 from operator import attrgetter
 
+from .http.grammar import TCHARS
+
 DEFAULT_FORMAT = '{client} - - [{time}] "{request}" {status} {bytes} {duration_ms}ms'
 
 _CONTROL = [*range(0x20), *range(0x7F, 0xA0)]
@@ -200,8 +202,6 @@ _HEADER_SOURCES = {
     "o": ("o", attrgetter("response_headers")),
 }
 
-_TCHAR = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
-
 
 def _header_getter(
     name: str, headers_of: Callable[[AccessRecord], Sequence[tuple[str, str]]]
@@ -232,7 +232,7 @@ def _compile_field(spec: str, template: str) -> tuple[str, _Getter]:
         )
     if not name:
         raise ValueError(f"empty header name in {{{spec}}} in access log format {template!r}")
-    if not _TCHAR.issuperset(name):
+    if not TCHARS.issuperset(name):
         raise ValueError(f"header name {name!r} is not a token in access log format {template!r}")
     kind, headers_of = source
     return f"{kind}:{name}", _header_getter(name, headers_of)

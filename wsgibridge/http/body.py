@@ -15,7 +15,6 @@ If the remainder is larger than the cap, the connection has to be closed.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator
 
 from ..errors import (
@@ -26,6 +25,7 @@ from ..errors import (
     PayloadTooLarge,
     RequestTimeout,
 )
+from .grammar import CHUNK_EXT, CHUNK_SIZE
 from .parser import Limits, Reader, line_content, read_trailer_section
 
 # The most bytes a stream asks of ``rfile`` in one call where the size comes
@@ -233,15 +233,6 @@ class ContentLengthInput(InputStream):
         return True
 
 
-# RFC 9112 §7.1.1: chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] ),
-# chunk-ext-val = token / quoted-string.  No nested repetition, so no
-# catastrophic backtracking on hostile input (the CVE-2020-5236 shape).
-_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-_QUOTED = rb'"(?:[\t\x20\x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t\x20-\x7e\x80-\xff])*"'
-CHUNK_EXT = re.compile(
-    rb"(?:[ \t]*;[ \t]*" + _TOKEN + rb"(?:[ \t]*=[ \t]*(?:" + _TOKEN + rb"|" + _QUOTED + rb"))?)*"
-)
-CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]+")
 MAX_CHUNK_LINE = 4096  # a chunk-size line, extensions included
 # 15 hex digits: under 2**60 bytes, so every size fits the C ssize_t that
 # ``read``/``readline`` limits become, with room to add the bytes already received.

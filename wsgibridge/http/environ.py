@@ -59,6 +59,9 @@ def split_target(target: str) -> tuple[str, str]:
         else:
             target = rest[slash:]
     path, _, query = target.partition("?")
+    # The parser refuses a target with a "#" (RFC 9112 §3.2: no fragment), so
+    # a request it parsed never has one here; a caller that builds an environ
+    # from a target of its own may, and a fragment is never path or query.
     if "#" in query:
         query = query.split("#", 1)[0]
     elif "#" in path:

@@ -1,4 +1,4 @@
-"""Believing a reverse proxy: forwarding headers and the PROXY protocol v1, pure.
+"""Believing a reverse proxy: the X-Forwarded-* and Forwarded headers, pure.
 
 Rule: what a request says about its own origin is believed only when the
 connection comes from a trusted proxy, only as far back as a chain of trusted
@@ -74,7 +74,7 @@ Scheme, host and port
 
     - The scheme (``http`` or ``https``, any case) sets ``wsgi.url_scheme``;
       anything else is ignored.
-    - A forwarded host (``host[:port]``, :data:`wsgibridge.parser.HOST`, a
+    - A forwarded host (``host[:port]``, :data:`wsgibridge.http.grammar.HOST`, a
       bracketed part must be an IPv6 address, a port 1-65535) replaces
       HTTP_HOST, and sets SERVER_NAME (IPv6 keeps its brackets, as a URL needs)
       and, when it has a port, SERVER_PORT.
@@ -99,18 +99,9 @@ What stays
     SCRIPT_NAME: the mount point is the server's ``--url-prefix``, and a header
     that changes routing is left to a middleware the application chooses.
 
-PROXY protocol v1
-    :func:`parse_proxy_v1` reads the HAProxy text header exactly as the spec
-    (``proxy-protocol.txt`` §2.1) writes it; "Any sequence which does not
-    exactly match the protocol must be discarded and cause the receiver to
-    abort the connection", so anything else raises
-    :class:`~wsgibridge.errors.BadRequest`.  Addresses come back canonical
-    (lower-case, compressed IPv6, ``::ffff:a.b.c.d`` for a mapped address).  The
-    caller reads it on every connection of a listener configured for it and
-    only there (the receiver "MUST not try to guess whether the protocol header
-    is present or not"), and only from trusted peers ("The receiver SHOULD
-    ensure proper access filtering so that only trusted proxies are allowed to
-    use this protocol").
+The PROXY protocol line, which a TCP proxy sends ahead of the client's bytes
+instead of adding headers, is :mod:`.proxy_protocol`'s; its addresses take
+:func:`canonical_address`'s form.
 """
 
 from __future__ import annotations
@@ -121,18 +112,15 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeAlias, TypeVar
 
-from ..errors import BadRequest, IncompleteMessage
-from .parser import HOST
+from .grammar import HOST, OWS_STR, QUOTED_PAIR_STR, QUOTED_STRING_STR, TCHARS
 
 __all__ = [
     "FORWARDING_KEYS",
-    "MAX_PROXY_LINE",
     "PROXY_PEER_KEY",
-    "ProxyHeader",
     "TrustedProxies",
     "apply_forwarded",
+    "canonical_address",
     "parse_forwarded",
-    "parse_proxy_v1",
 ]
 
 IPAddress: TypeAlias = "ipaddress.IPv4Address | ipaddress.IPv6Address"
@@ -163,7 +151,16 @@ FORWARDING_KEYS: frozenset[str] = frozenset(
 )
 
 DEFAULT_PORTS = {"http": "80", "https": "443"}
-OWS = " \t"
+
+# Address shapes, each spelled once; the ipaddress module then decides.  An
+# IPv4 dotted quad (RFC 3986 §3.2.2 IPv4address; ipaddress refuses leading
+# zeros), the characters of an IPv4 or IPv6 literal, a port (RFC 7239 §6:
+# port = 1*5DIGIT), and RFC 7239 §6.3's obfuscated identifier (obfnode =
+# "_" 1*( ALPHA / DIGIT / "." / "_" / "-" ), obfport the same).
+_IPV4 = r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}"
+_IP_CHARS = r"[0-9A-Fa-f:.]+"
+_PORT = r"[0-9]{1,5}"
+_OBFUSCATED = r"_[A-Za-z0-9._-]+"
 
 # --------------------------------------------------------------------------
 # Trusted proxies
@@ -171,14 +168,18 @@ OWS = " \t"
 
 # An address or CIDR as written in the spec; the ipaddress module then decides.
 # No "%zone" (a zone names one of our interfaces, not a proxy) and no brackets.
-_SPEC_ITEM = re.compile(r"[0-9A-Fa-f:.]+(?:/[0-9]{1,3})?")
+_SPEC_ITEM = re.compile(_IP_CHARS + r"(?:/[0-9]{1,3})?")
 # IPv4-mapped IPv6 addresses, RFC 4291 §2.5.5.2.
 _MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 _CACHE_MAX = 1024
 
 
-def _canonical(ip: IPAddress) -> str:
-    """``str(ip)``, but a mapped address as ``::ffff:a.b.c.d`` on every Python (as sockets say)."""
+def canonical_address(ip: IPAddress) -> str:
+    """``str(ip)``, but a mapped address as ``::ffff:a.b.c.d`` on every Python (as sockets say).
+
+    The form REMOTE_ADDR takes whenever it is rewritten, here or from a PROXY
+    protocol line (:mod:`.proxy_protocol`).
+    """
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         return f"::ffff:{ip.ipv4_mapped}"
     return str(ip)
@@ -239,7 +240,7 @@ class TrustedProxies:
                         if mapped.num_addresses == 1:
                             exact.add(str(mapped.network_address))
                     if network.num_addresses == 1:
-                        exact.add(_canonical(network.network_address))
+                        exact.add(canonical_address(network.network_address))
         self._exact = frozenset(exact)
         self._v4 = tuple(v4)
         self._v6 = tuple(v6)
@@ -326,15 +327,15 @@ def _node_from(v4: str | None, v6: str | None, port: str | None) -> _Node | None
     remote_port = _client_port(port)
     if remote_port is None:
         return None
-    return _Node(_canonical(ip), remote_port, ip)
+    return _Node(canonical_address(ip), remote_port, ip)
 
 
 # X-Forwarded-For has no specification; what proxies write is an IPv4 or IPv6
 # address, sometimes with a port ("192.0.2.1:4711", "[2001:db8::1]:4711",
 # Azure and IIS ARR).  Anything else, "unknown" included, is not an address.
 _XFF_HOP = re.compile(
-    r"(?P<v4>[0-9]{1,3}(?:\.[0-9]{1,3}){3})(?::(?P<v4port>[0-9]{1,5}))?"
-    r"|\[(?P<v6b>[0-9A-Fa-f:.]+)\](?::(?P<v6port>[0-9]{1,5}))?"
+    rf"(?P<v4>{_IPV4})(?::(?P<v4port>{_PORT}))?"
+    rf"|\[(?P<v6b>{_IP_CHARS})\](?::(?P<v6port>{_PORT}))?"
     r"|(?P<v6>[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*)"
 )
 
@@ -360,9 +361,9 @@ def _xff_node(element: str) -> _Node | None:
 # node-port specified MUST be quoted, since ":" is not an allowed character in
 # "token"."  (Quoting is checked by the field parser; this sees the unquoted value.)
 _FORWARDED_NODE = re.compile(
-    r"(?:(?P<v4>[0-9]{1,3}(?:\.[0-9]{1,3}){3})|\[(?P<v6>[0-9A-Fa-f:.]+)\]"
-    r"|[Uu][Nn][Kk][Nn][Oo][Ww][Nn]|_[A-Za-z0-9._-]+)"
-    r"(?::(?:(?P<port>[0-9]{1,5})|_[A-Za-z0-9._-]+))?"
+    rf"(?:(?P<v4>{_IPV4})|\[(?P<v6>{_IP_CHARS})\]"
+    rf"|[Uu][Nn][Kk][Nn][Oo][Ww][Nn]|{_OBFUSCATED})"
+    rf"(?::(?:(?P<port>{_PORT})|{_OBFUSCATED}))?"
 )
 
 
@@ -439,26 +440,24 @@ def _parse_host(text: str) -> tuple[str, str | None] | None:
 # The Forwarded field (RFC 7239 §4)
 # --------------------------------------------------------------------------
 
-# RFC 9110 §5.6.2: token = 1*tchar
-_TCHARS = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
-# RFC 9110 §5.6.4: quoted-string = DQUOTE *( qdtext / quoted-pair ) DQUOTE;
-# qdtext = HTAB / SP / %x21 / %x23-5B / %x5D-7E / obs-text;
-# quoted-pair = "\" ( HTAB / SP / VCHAR / obs-text ).  The two alternatives
-# start with different characters, so matching is linear.
-_QUOTED = re.compile(r'"((?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t\x20-\x7e\x80-\xff])*)"')
-_QUOTED_PAIR = re.compile(r"\\(.)", re.DOTALL)
+# RFC 7239 §4: value = token / quoted-string (grammar.TCHARS, QUOTED_STRING_STR).
+# Where an element ends (the list's comma and OWS), and what may stand before
+# a pair that does not start the value (a ";" between pairs, or the comma and
+# OWS before an element).
+_ELEMENT_END = frozenset("," + OWS_STR)
+_BEFORE_PAIR = frozenset(";," + OWS_STR)
 
 
 def _token_before(value: str, end: int) -> int:
     """Where the run of tchars ending at ``end`` starts (``end`` if there is none)."""
     start = end
-    while start > 0 and value[start - 1] in _TCHARS:
+    while start > 0 and value[start - 1] in TCHARS:
         start -= 1
     return start
 
 
 def _ows_before(value: str, end: int) -> int:
-    while end > 0 and value[end - 1] in OWS:
+    while end > 0 and value[end - 1] in OWS_STR:
         end -= 1
     return end
 
@@ -479,10 +478,9 @@ def _pair_before(value: str, end: int) -> tuple[str, str, int] | None:
                 before -= 1
             if (quote - before) % 2 == 0:
                 break
-        quoted = _QUOTED.fullmatch(value, quote, end)
-        if quoted is None:
+        if QUOTED_STRING_STR.fullmatch(value, quote, end) is None:
             return None
-        text = _QUOTED_PAIR.sub(r"\1", quoted.group(1))
+        text = QUOTED_PAIR_STR.sub(r"\1", value[quote + 1 : end - 1])
         start = quote
     else:
         start = _token_before(value, end)
@@ -518,14 +516,14 @@ def _forwarded_from_right(value: str) -> Iterator[dict[str, str] | None]:
             if char == ";":
                 end -= 1  # an empty pair, or the one before this one
                 continue
-            if char in ", \t":
+            if char in _ELEMENT_END:
                 break
             pair = _pair_before(value, end)
             if pair is None:
                 yield None
                 return
             name, text, end = pair
-            if name in element or (end > 0 and value[end - 1] not in "; \t,"):
+            if name in element or (end > 0 and value[end - 1] not in _BEFORE_PAIR):
                 # RFC 7239 §4: "Each parameter MUST NOT occur more than once
                 # per field-value. The parameter names are case-insensitive."
                 # And two pairs need a ";" between them.
@@ -586,13 +584,13 @@ def _field(environ: Mapping[str, Any], key: str) -> str | None:
     value = environ.get(key)
     if not isinstance(value, str):
         return None
-    value = value.strip(OWS)
+    value = value.strip(OWS_STR)
     return value or None
 
 
 def _list(value: str) -> list[str]:
     """The non-empty elements of a comma-separated list (RFC 9110 §5.6.1)."""
-    return [item for item in (raw.strip(OWS) for raw in value.split(",")) if item]
+    return [item for item in (raw.strip(OWS_STR) for raw in value.split(",")) if item]
 
 
 def _scheme(text: str) -> str | None:
@@ -714,105 +712,3 @@ def apply_forwarded(environ: dict[str, Any], trusted: TrustedProxies) -> None:
     forwarded = _field(environ, _FORWARDED)
     if forwarded is not None:
         _apply(environ, _from_forwarded(forwarded, trusted))
-
-
-# --------------------------------------------------------------------------
-# PROXY protocol v1 (HAProxy proxy-protocol.txt §2.1)
-# --------------------------------------------------------------------------
-
-# "The maximum line lengths the receiver must support including the CRLF are
-# ... worst case (optional fields set to 0xff) : "PROXY UNKNOWN
-# ffff:f...f:ffff ffff:f...f:ffff 65535 65535\r\n" => ... = 107 chars"
-MAX_PROXY_LINE = 107
-
-
-@dataclass(frozen=True)
-class ProxyHeader:
-    """A parsed PROXY protocol v1 line."""
-
-    family: str  # "TCP4", "TCP6" or "UNKNOWN"
-    source: str | None  # client address, None for UNKNOWN
-    source_port: int | None
-    destination: str | None
-    destination_port: int | None
-
-
-# "a string identifying the protocol : "PROXY" ... exactly one space ... only
-# "TCP4" ... and "TCP6" ... are allowed ... the layer 3 source address ... the
-# layer 3 destination address ... the TCP source port represented as a
-# decimal integer in the range [0..65535] inclusive. Heading zeroes are not
-# permitted in front of numbers in order to avoid any possible confusion with
-# octal numbers. ... the TCP destination port ..."  Each field is separated by
-# "exactly one space : " " ( \x20 )".  Addresses are checked by ipaddress below.
-_PROXY_TCP = re.compile(
-    rb"PROXY (TCP4|TCP6) ([0-9A-Fa-f:.]{1,39}) ([0-9A-Fa-f:.]{1,39})"
-    rb" (0|[1-9][0-9]{0,4}) (0|[1-9][0-9]{0,4})"
-)
-# "For "UNKNOWN", the rest of the line before the CRLF may be omitted by the
-# sender, and the receiver must ignore anything presented before the CRLF is
-# found."
-_PROXY_UNKNOWN = re.compile(rb"PROXY UNKNOWN(?: [^\r\n]*)?")
-
-
-def _proxy_address(family: str, raw: bytes) -> str:
-    text = raw.decode("ascii")
-    try:
-        if family == "TCP4":
-            # "IPv4 addresses must be indicated as a series of exactly 4 integers
-            # in the range [0..255] inclusive written in decimal representation
-            # separated by exactly one dot ... Heading zeroes are not permitted"
-            # (ipaddress refuses leading zeros).
-            ip: IPAddress = ipaddress.IPv4Address(text)
-        else:
-            # "IPv6 addresses must be indicated as series of sets of 4 hexadecimal
-            # digits (upper or lower case) delimited by colons ... with the
-            # acceptance of one double colon sequence"; an IPv4-mapped address in
-            # its inet_ntop form (::ffff:192.0.2.1), which senders write, is accepted.
-            ip = ipaddress.IPv6Address(text)
-    except ValueError:
-        raise BadRequest(f"the PROXY line's address is not an {family} address") from None
-    # "The advertised protocol family dictates what format to use."
-    return _canonical(ip)
-
-
-def _proxy_port(raw: bytes) -> int:
-    value = int(raw)
-    if value > 65535:
-        raise BadRequest("a PROXY line port is larger than 65535")
-    return value
-
-
-def parse_proxy_v1(line: bytes) -> ProxyHeader:
-    """One PROXY v1 line, CRLF included (as read with readline(MAX_PROXY_LINE + 1)).
-    Raises wsgibridge.errors.BadRequest for anything that is not exactly the spec's grammar:
-    "PROXY TCP4 1.2.3.4 5.6.7.8 1234 80\\r\\n", "PROXY TCP6 ...", "PROXY UNKNOWN ...\\r\\n";
-    addresses must parse (ipaddress module) as the right family, ports 0-65535 without
-    leading zeros / signs, single spaces, CRLF ending, at most 107 bytes."""
-    if len(line) > MAX_PROXY_LINE:
-        # "If the CRLF sequence is not found in the first 107 characters, the
-        # receiver should declare the line invalid."
-        raise BadRequest(f"the PROXY line is longer than {MAX_PROXY_LINE} bytes")
-    if not line.endswith(b"\r\n"):
-        if line.endswith(b"\n"):
-            # "The receiver must not tolerate a single CR or LF character to end
-            # the line when a complete CRLF sequence is expected."
-            raise BadRequest("the PROXY line ends in a bare LF, not CRLF")
-        raise IncompleteMessage("the connection closed in the middle of the PROXY line")
-    content = line[:-2]
-    if b"\r" in content or b"\n" in content:
-        raise BadRequest("a bare CR or LF in the PROXY line")
-    if _PROXY_UNKNOWN.fullmatch(content) is not None:
-        # "the receiver ... SHOULD accept the connection and use the real
-        # connection's parameters as if there were no PROXY protocol header".
-        return ProxyHeader("UNKNOWN", None, None, None, None)
-    match = _PROXY_TCP.fullmatch(content)
-    if match is None:
-        raise BadRequest("not a PROXY protocol v1 line")
-    family = match.group(1).decode("ascii")
-    return ProxyHeader(
-        family,
-        _proxy_address(family, match.group(2)),
-        _proxy_port(match.group(4)),
-        _proxy_address(family, match.group(3)),
-        _proxy_port(match.group(5)),
-    )

@@ -4,11 +4,18 @@ Rule: a request is either parsed exactly as RFC 9112 describes it or refused
 with an :class:`~wsgibridge.errors.HTTPError` carrying its status.  There is
 no third outcome: no line silently skipped, no header split at a bare CR, no
 value "repaired".  Every leniency of ``http.client.parse_headers`` that a
-front-end proxy could disagree with is a request-smuggling hole
-(``FIELD.md`` §2-3), so each is refused here.
+front-end proxy could disagree with is a request-smuggling hole: a proxy
+that reads a bare LF, a bare CR, an obs-fold, whitespace before a colon or a
+second Content-Length differently from us frames the bytes as another
+request than we do (RFC 9112 §2.2, §5.1, §5.2, §6.3 and §11.2, "Request
+Smuggling"), so each is refused here.
 
-Reading is from any object with ``readline(limit)`` (the connection's
-buffered ``rfile``, or ``io.BytesIO`` in tests); nothing here touches a
+A request head is parsed from bytes (:func:`find_head_end` finds its end in
+a buffer, :func:`parse_head` parses it) or taken from a buffered reader
+(:func:`take_head`, :func:`read_request_head`: ``peek``/``consume``/``fill``,
+the connection's ``reader.SocketReader``); a trailer section is read line by
+line from any object with ``readline(limit)`` (``io.BytesIO`` in tests).  The
+rules themselves are spelled in :mod:`.grammar`.  Nothing here touches a
 socket.
 """
 
@@ -28,33 +35,21 @@ from ..errors import (
     URITooLong,
     VersionNotSupported,
 )
+from .grammar import (
+    ABSOLUTE,
+    AUTHORITY,
+    DIGITS,
+    FIELD_VALUE,
+    HIGHER_VERSION,
+    HOST,
+    OWS,
+    OWS_STR,
+    TARGET,
+    TOKEN,
+)
 
-# RFC 9110 §5.6.2: token = 1*tchar
-TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-# RFC 9110 §5.5: field-value = *field-content; field-vchar = VCHAR / obs-text,
-# SP and HTAB allowed between.  (The value has already lost its surrounding OWS.)
-FIELD_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
-# RFC 9112 §3.2: request-target; every form of it is built from RFC 3986's
-# ASCII characters, so controls, SP, DEL and 8-bit bytes are refused anywhere
-# in it ("a recipient ... SHOULD respond with a 400 (Bad Request)" to an
-# invalid one).  Clients percent-encode; a proxy in front that normalised raw
-# 8-bit bytes differently would route on another path than the app sees.
-TARGET = re.compile(rb"[\x21-\x7e]+")
-# RFC 9112 §3.2.3: authority-form = uri-host ":" port (CONNECT only).
-AUTHORITY = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[^\s/?#@\[\]:]+):[0-9]+")
-# RFC 9112 §3.2.2 absolute-form, for the schemes an origin server serves; RFC
-# 9110 §4.2.1: "A sender MUST NOT generate an "http" URI with an empty host
-# identifier. A recipient that processes such a URI reference MUST reject it".
-ABSOLUTE = re.compile(rb"[Hh][Tt][Tt][Pp][Ss]?://([^/?#@\s]+)(?:[/?][^#\s]*)?")
-# RFC 9110 §7.2: Host = uri-host [ ":" port ]; RFC 3986 §3.2.2: uri-host =
-# IP-literal / IPv4address / reg-name, reg-name = *( unreserved / pct-encoded /
-# sub-delims ).  No spaces, no "/", "@", "?" or "#": anything else is refused.
-HOST = re.compile(r"(?:\[[0-9A-Za-z:._~%!$&'()*+,;=-]+\]|[0-9A-Za-z._~%!$&'()*+,;=-]*)(?::[0-9]*)?")
-HIGHER_VERSION = re.compile(rb"HTTP/[2-9]\.[0-9]")
-DIGITS = re.compile(rb"[0-9]+")
-OWS = b" \t"
-
-# Longest Content-Length or chunk size we agree to parse (10**18 bytes).
+# Longest Content-Length we agree to parse, in digits after any leading zeros (under
+# 10**18 bytes).  Chunk sizes have their own bound, body.MAX_CHUNK_SIZE_DIGITS.
 MAX_LENGTH_DIGITS = 18
 
 
@@ -265,7 +260,7 @@ def _list_tokens(values: list[str]) -> list[str]:
     items: list[str] = []
     for value in values:
         for item in value.split(","):
-            item = item.strip(" \t")
+            item = item.strip(OWS_STR)
             if item:
                 items.append(item)
     return items

@@ -35,21 +35,17 @@ from .._types import OptExcInfo, WSGIApp
 from .._version import __version__
 from ..errors import AppError, ClientDisconnected, HTTPError, ResponseHeaderError
 from .filewrapper import FileWrapper
+from .grammar import FIELD_VALUE_STR, REASON_PHRASE_STR, TOKEN_STR
 
 log = logging.getLogger("wsgibridge.error")
 
-# RFC 9110 §5.6.2: token = 1*tchar
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-# RFC 9110 §5.5: field-value = *field-content; field-vchar = VCHAR / obs-text,
-# with SP and HTAB allowed inside.  No CR, LF, NUL, other controls or DEL.
-_FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 # PEP 3333: "a status code and a reason phrase, in that order and separated by
-# a single space"; RFC 9112 §4: reason-phrase = 1*( HTAB / SP / VCHAR / obs-text ).
+# a single space"; the reason phrase is RFC 9112 §4's (grammar.REASON_PHRASE_STR).
 # Only final statuses, 200-599: RFC 9110 §15 defines no code above 599, and a
 # 1xx is an interim response that a client skips while it waits for the real
 # one - sent as the app's answer, every later response on the connection
 # would be taken for the one before it.  (WSGI has no way to switch protocols.)
-_STATUS = re.compile(r"([2-5][0-9][0-9]) ([\t\x20-\x7e\x80-\xff]*)")
+_STATUS = re.compile(f"([2-5][0-9][0-9]) ({REASON_PHRASE_STR.pattern})")
 
 # RFC 9110 §7.6.1 and PEP 3333 "Other HTTP Features": hop-by-hop fields are the
 # server's business; an application must not set them.
@@ -132,6 +128,24 @@ http_date = _DateCache().now
 SERVER_SOFTWARE = f"wsgibridge/{__version__}"
 
 
+ERROR_CONTENT_TYPE = "text/plain; charset=utf-8"
+
+
+def error_body(code: int, message: str | None, *, encoding: str) -> bytes:
+    """The body of every error response the server writes itself, plain text.
+
+    The status line's code and phrase and a newline (``500 Internal Server
+    Error``), then, when there is one, the message (why, or a traceback) in
+    ``encoding`` (unencodable characters replaced) and a newline.  The
+    Content-Type is :data:`ERROR_CONTENT_TYPE`.
+    """
+    status = HTTPStatus(code)
+    body = f"{status.value} {status.phrase}\n".encode("ascii")
+    if message:
+        body += message.encode(encoding, "replace") + b"\n"
+    return body
+
+
 def error_response(
     code: int,
     message: str | None = None,
@@ -140,17 +154,15 @@ def error_response(
 ) -> tuple[list[tuple[str, str]], bytes]:
     """The header fields and body of an error the server answers itself (the app is not called).
 
-    A short plain-text body (``400 Bad Request`` and why), ``Connection:
-    close`` (the connection ends with it), and ``Date``: RFC 9110 §6.6.1, "An
-    origin server with a clock MUST generate a Date header field in all 2xx,
-    3xx and 4xx responses".  ``extra_headers`` must already be validated.
+    A short plain-text body (:func:`error_body`: ``400 Bad Request`` and why,
+    the message in latin-1), ``Connection: close`` (the connection ends with
+    it), and ``Date``: RFC 9110 §6.6.1, "An origin server with a clock MUST
+    generate a Date header field in all 2xx, 3xx and 4xx responses".
+    ``extra_headers`` must already be validated.
     """
-    status = HTTPStatus(code)
-    body = f"{status.value} {status.phrase}\n".encode("ascii")
-    if message:
-        body += message.encode("latin-1", "replace") + b"\n"
+    body = error_body(code, message, encoding="latin-1")
     headers = [
-        ("Content-Type", "text/plain; charset=utf-8"),
+        ("Content-Type", ERROR_CONTENT_TYPE),
         ("Content-Length", str(len(body))),
         *extra_headers,
         ("Connection", "close"),
@@ -220,9 +232,9 @@ def validate_headers(headers: object) -> list[tuple[str, str]]:
                 f"header names and values must be str, not {type(name).__name__}"
                 f" and {type(value).__name__}: {item!r}"
             )
-        if _TOKEN.fullmatch(name) is None:
+        if TOKEN_STR.fullmatch(name) is None:
             raise ResponseHeaderError(f"header name is not an RFC 9110 token: {name!r}")
-        if _FIELD_VALUE.fullmatch(value) is None:
+        if FIELD_VALUE_STR.fullmatch(value) is None:
             raise ResponseHeaderError(
                 f"header {name!r} has a control character or a non-latin-1 character"
                 f" in its value: {value!r}"
@@ -560,7 +572,7 @@ class ResponseWriter:
             self.keep_alive = False
             log.warning("%s: %d %s", self._what(), exc.status, exc.reason)
             if not self.headers_sent:
-                self._send_error(exc.status.value, exc.status.phrase, exc.reason)
+                self._send_error(exc.status.value, exc.reason)
             else:
                 self.client_gone = True
             return
@@ -583,17 +595,19 @@ class ResponseWriter:
         detail = ""
         if self.expose_tracebacks:
             detail = "".join(traceback.format_exception(exc))
-        self._send_error(500, "Internal Server Error", detail)
+        self._send_error(500, detail)
 
-    def _send_error(self, code: int, phrase: str, detail: str = "") -> None:
-        """Replace whatever the app started with a short plain-text error."""
-        body = f"{phrase}\n".encode()
-        if detail:
-            body += detail.encode("utf-8", "replace") + b"\n"
+    def _send_error(self, code: int, detail: str = "") -> None:
+        """Replace whatever the app started with the server's plain-text error (:func:`error_body`).
+
+        The detail (a traceback, or why the request body was refused) is UTF-8;
+        the header section gets Date and Server like any response's.
+        """
+        body = error_body(code, detail, encoding="utf-8")
         self.status = None
         self.start_response(
-            f"{code} {phrase}",
-            [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))],
+            f"{code} {HTTPStatus(code).phrase}",
+            [("Content-Type", ERROR_CONTENT_TYPE), ("Content-Length", str(len(body)))],
         )
         try:
             self._send_head(body, len(body))

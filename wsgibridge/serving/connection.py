@@ -29,7 +29,7 @@ import time
 from typing import Any, Protocol
 
 from ..errors import HTTPError, IncompleteMessage
-from ..http.forwarded import MAX_PROXY_LINE, parse_proxy_v1
+from ..http.proxy_protocol import MAX_PROXY_LINE, parse_proxy_v1
 from ..http.response import error_message
 from .handler import ServerContext, WSGIRequestHandler
 from .readiness import EpollSource, QueueSource, ReactorPoller, readable
