@@ -13,7 +13,7 @@ import pytest
 import trustme
 
 from wsgibridge import WSGIServer, make_server
-from wsgibridge._types import WSGIApp
+from wsgibridge._types import Environ, StartResponse, WSGIApp
 
 pytest_plugins = ["pytester"]  # tests/test_pytest_plugin.py runs pytest on example suites
 
@@ -219,3 +219,38 @@ def simple_app(body: bytes = b"Hello, World!") -> WSGIApp:
         return [body]
 
     return app
+
+
+class Recorder:
+    """A WSGI app that records each call's PATH_INFO and answers ``200 ok:<path>``."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> list[bytes]:
+        path: str = environ["PATH_INFO"]
+        self.calls.append(path)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok:" + path.encode("latin-1")]
+
+
+def expect_eof(reader: ResponseReader) -> None:
+    """The server closed the connection: nothing left over and recv() sees EOF.
+
+    Unlike ``ResponseReader.at_eof`` a socket timeout is a failure here, so a
+    connection the server wrongly keeps open cannot pass for a closed one.
+    """
+    assert reader.buffer == b"", f"unexpected bytes after the response: {reader.buffer!r}"
+    try:
+        data = reader.sock.recv(65536)
+    except ConnectionResetError:
+        return
+    assert data == b"", f"unexpected bytes after the response: {data!r}"
+
+
+def fill_until(reader: ResponseReader, marker: bytes) -> None:
+    """Receive into ``reader.buffer`` until ``marker`` has arrived (bounded by the timeout)."""
+    while marker not in reader.buffer:
+        data = reader.sock.recv(65536)
+        assert data, f"connection closed before {marker!r}: {reader.buffer!r}"
+        reader.buffer += data

@@ -76,6 +76,8 @@ needs_playwright = pytest.mark.skipif(
     not HAVE_PLAYWRIGHT, reason="playwright not installed: the test extra installs it"
 )
 
+pytestmark = pytest.mark.integration  # cross-cutting: run or skip as a group
+
 
 # -- fixtures and helpers ----------------------------------------------------------------
 

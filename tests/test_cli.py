@@ -16,6 +16,8 @@ from wsgibridge import Config
 from wsgibridge.cli import AppImportError, build_parser, load_app, main
 from wsgibridge.config import config_fields
 
+pytestmark = pytest.mark.integration  # cross-cutting: run or skip as a group
+
 
 @pytest.fixture
 def appdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:

@@ -12,7 +12,7 @@ import json
 import shutil
 import subprocess
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import flask
@@ -22,11 +22,11 @@ import requests
 from werkzeug.wrappers import Request, Response
 
 from wsgibridge import WSGIServer
+from wsgibridge._types import Environ, StartResponse
 
 from .conftest import ServerFactory
 
-Environ = dict[str, Any]
-StartResponse = Callable[..., Callable[[bytes], object]]
+pytestmark = pytest.mark.integration  # cross-cutting: run or skip as a group
 
 TIMEOUT = 5.0
 

@@ -51,6 +51,8 @@ needs_curl = pytest.mark.skipif(
     not os.access(CURL, os.X_OK), reason=f"curl is not installed at {CURL}"
 )
 
+pytestmark = pytest.mark.integration  # cross-cutting: run or skip as a group
+
 
 # -- fixtures and helpers ----------------------------------------------------------------
 

@@ -79,9 +79,12 @@ MIB = 1024 * 1024
 DATA = random.Random(20240601).randbytes(8 * MIB)
 OUTSIDE = "127.0.0.2"  # a client address no default trusts (Linux routes 127/8 to lo)
 
-pytestmark = pytest.mark.skipif(
-    not os.access(NGINX, os.X_OK), reason="nginx not installed: .ci/run installs it"
-)
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        not os.access(NGINX, os.X_OK), reason="nginx not installed: .ci/run installs it"
+    ),
+]
 
 # The keys the app reports (None when absent from the environ).
 REPORTED = (

@@ -71,7 +71,7 @@ UPSTREAM_HEADER = "x-upstream-status"  # set by the proxy on responses from wsgi
 ORDINARY = "ordinary"  # the marker prefix of the ordinary clients' requests
 SERVER_ERRORS = {500, 502, 503, 504}
 
-pytestmark = pytest.mark.slow  # starts real proxies
+pytestmark = [pytest.mark.slow, pytest.mark.integration]  # starts real proxies
 
 
 # -- the shapes ---------------------------------------------------------------------------

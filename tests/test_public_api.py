@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from types import ModuleType
 
+import pytest
+
 import wsgibridge
+
+pytestmark = pytest.mark.integration  # cross-cutting: run or skip as a group
 
 
 def test_all_is_sorted_and_complete() -> None:

@@ -16,6 +16,8 @@ from wsgibridge.cli import build_parser
 from .conftest import ResponseReader
 from .test_serving_processes import ServerProcess
 
+pytestmark = pytest.mark.integration  # cross-cutting: run or skip as a group
+
 README = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
 
 

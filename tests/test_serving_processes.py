@@ -42,6 +42,8 @@ from .conftest import (
     needs_unix,
 )
 
+pytestmark = pytest.mark.integration  # cross-cutting: run or skip as a group
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # Where a server listens: (host, port) for TCP, a path for a Unix socket.

@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from wsgibridge._types import Environ as Environ
 from wsgibridge.lint import LintMiddleware, LintViolation
 
-Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
 App = Callable[[Environ, StartResponse], Any]
 Middleware = Callable[[App], App]

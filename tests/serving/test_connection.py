@@ -44,8 +44,9 @@ import requests
 import trustme
 
 from wsgibridge import WSGIRequestHandler, WSGIServer, make_server
+from wsgibridge._types import Environ
 
-from .conftest import (
+from ..conftest import (
     RawResponse,
     ResponseReader,
     ServerFactory,
@@ -55,12 +56,11 @@ from .conftest import (
     recv_all,
 )
 
-Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
 
 TIMEOUT = 5.0  # every client-side wait
 MiB = 1024 * 1024
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # -- certificates ---------------------------------------------------------------------------

@@ -13,18 +13,17 @@ import resource
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pytest
 
 from wsgibridge import WSGIServer, make_server
+from wsgibridge._types import Environ, StartResponse
 from wsgibridge.serving.readiness import HAS_EPOLL
 
-from .conftest import ResponseReader, ServerFactory, connect, running_server, simple_app
+from ..conftest import ResponseReader, ServerFactory, connect, running_server, simple_app
 
-Environ = dict[str, Any]
-StartResponse = Callable[..., Callable[[bytes], object]]
 TIMEOUT = 5.0
 
 

@@ -11,17 +11,14 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
 
 import pytest
 
 from wsgibridge import BackgroundServer, serve_in_thread
+from wsgibridge._types import Environ, StartResponse
 
-from .conftest import ResponseReader, simple_app
+from ..conftest import ResponseReader, simple_app
 
-Environ = dict[str, Any]
-StartResponse = Callable[..., Callable[[bytes], object]]
 TIMEOUT = 5.0
 
 

@@ -38,7 +38,7 @@ import struct
 import subprocess
 import threading
 import tracemalloc
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -50,6 +50,8 @@ import pytest
 import requests
 
 from wsgibridge import WSGIRequestHandler, WSGIServer
+from wsgibridge._types import Environ, StartResponse
+from wsgibridge._types import WSGIApp as App
 from wsgibridge.accesslog import escape_log
 from wsgibridge.cli import build_parser, config_from_args
 from wsgibridge.errors import ClientDisconnected, HTTPError, PayloadTooLarge
@@ -57,13 +59,17 @@ from wsgibridge.http import grammar
 from wsgibridge.http.parser import Limits, RequestHead, read_request_head, read_trailer_section
 from wsgibridge.http.reader import SocketReader
 
-from .conftest import RawResponse, ResponseReader, ServerFactory, connect, recv_all
-from .malformed import BAD_CHUNKED_BODIES, CASES, CHUNKED_HEAD, Case
-from .test_wire import expect_eof, fill_until
-
-Environ = dict[str, Any]
-StartResponse = Callable[..., Callable[[bytes], object]]
-App = Callable[[Environ, StartResponse], Iterable[bytes]]
+from ..conftest import (
+    RawResponse,
+    Recorder,
+    ResponseReader,
+    ServerFactory,
+    connect,
+    expect_eof,
+    fill_until,
+    recv_all,
+)
+from ..malformed import BAD_CHUNKED_BODIES, CASES, CHUNKED_HEAD, Case
 
 TIMEOUT = 5.0
 KiB = 1024
@@ -75,19 +81,6 @@ QUIET = 0.3
 
 
 # -- helpers ---------------------------------------------------------------------------
-
-
-class Recorder:
-    """A WSGI app that records each call's PATH_INFO and answers ``200 ok:<path>``."""
-
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-
-    def __call__(self, environ: Environ, start_response: StartResponse) -> list[bytes]:
-        path: str = environ["PATH_INFO"]
-        self.calls.append(path)
-        start_response("200 OK", [("Content-Type", "text/plain")])
-        return [b"ok:" + path.encode("latin-1")]
 
 
 def fresh_get(server: WSGIServer, path: str = "/fresh") -> RawResponse:
@@ -1493,7 +1486,7 @@ def test_absolute_form_target_sets_http_host(serve: ServerFactory) -> None:
 # -- 8. the grammar ---------------------------------------------------------------------
 
 LATIN_1 = [chr(code) for code in range(256)]
-PACKAGE = Path(__file__).resolve().parent.parent / "wsgibridge"
+PACKAGE = Path(__file__).resolve().parents[2] / "wsgibridge"
 
 
 def test_tchar_set_token_patterns_are_one_rule() -> None:

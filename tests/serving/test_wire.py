@@ -25,20 +25,20 @@ from typing import Any
 import pytest
 
 import wsgibridge
+from wsgibridge._types import Environ, StartResponse
+from wsgibridge._types import WSGIApp as App
 
-from .conftest import (
+from ..conftest import (
     RawResponse,
     ResponseReader,
     ServerFactory,
     connect,
     exchange,
+    expect_eof,
+    fill_until,
     recv_all,
     simple_app,
 )
-
-Environ = dict[str, Any]
-StartResponse = Callable[..., Callable[[bytes], object]]
-App = Callable[[Environ, StartResponse], Iterable[bytes]]
 
 TIMEOUT = 5.0
 
@@ -70,28 +70,6 @@ def responses_in(raw: bytes, method: str = "GET") -> list[RawResponse]:
         while reader.buffer:
             found.append(reader.read_response(method))
         return found
-
-
-def expect_eof(reader: ResponseReader) -> None:
-    """The server closed the connection: nothing left over and recv() sees EOF.
-
-    Unlike ``ResponseReader.at_eof`` a socket timeout is a failure here, so a
-    connection the server wrongly keeps open cannot pass for a closed one.
-    """
-    assert reader.buffer == b"", f"unexpected bytes after the response: {reader.buffer!r}"
-    try:
-        data = reader.sock.recv(65536)
-    except ConnectionResetError:
-        return
-    assert data == b"", f"unexpected bytes after the response: {data!r}"
-
-
-def fill_until(reader: ResponseReader, marker: bytes) -> None:
-    """Receive into ``reader.buffer`` until ``marker`` has arrived (bounded by the timeout)."""
-    while marker not in reader.buffer:
-        data = reader.sock.recv(65536)
-        assert data, f"connection closed before {marker!r}: {reader.buffer!r}"
-        reader.buffer += data
 
 
 def get(server: Any, target: str = "/", method: str = "GET") -> RawResponse:

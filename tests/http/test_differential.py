@@ -61,7 +61,6 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import h11
 import httptools
@@ -71,13 +70,12 @@ from hypothesis import event as hypothesis_event
 from hypothesis import strategies as st
 
 from wsgibridge import WSGIServer
+from wsgibridge._types import Environ, StartResponse
 
-from .conftest import running_server
+from ..conftest import running_server
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
-Environ = dict[str, Any]
-StartResponse = Callable[..., Callable[[bytes], object]]
 Field = tuple[bytes, bytes]
 
 # Every status wsgibridge may refuse a request with (errors.py); 408 is not

@@ -40,15 +40,13 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from wsgibridge import WSGIServer
+from wsgibridge._types import Environ, StartResponse
 from wsgibridge.errors import ClientDisconnected, HTTPError
 from wsgibridge.http.body import ChunkedInput, ContentLengthInput, InputStream
 from wsgibridge.http.parser import FORBIDDEN_TRAILERS, Limits, read_request_head
 from wsgibridge.http.reader import SocketReader
 
-from .conftest import ResponseReader, connect, exchange, running_server
-
-Environ = dict[str, Any]
-StartResponse = Callable[..., Callable[[bytes], object]]
+from ..conftest import ResponseReader, connect, exchange, running_server
 
 # Every status the server may answer a request it refuses with (errors.py).
 REFUSED = frozenset({400, 413, 414, 417, 431, 501, 505})

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,15 +13,13 @@ import pytest
 import requests
 
 from wsgibridge import testing as wsgibridge_testing
+from wsgibridge._types import Environ, StartResponse
 from wsgibridge.accesslog import AccessRecord
 from wsgibridge.testing import WAITRESS_OPTIONS, RequestLog, StopableWSGIServer
 
-from .conftest import needs_ipv6
+from ..conftest import needs_ipv6
 
 webtest_http = pytest.importorskip("webtest.http")
-
-Environ = dict[str, Any]
-StartResponse = Callable[..., Callable[[bytes], object]]
 
 
 def app(environ: Environ, start_response: StartResponse) -> list[bytes]:

@@ -33,9 +33,9 @@ from wsgibridge.serving.listen import (
     systemd_listeners,
 )
 
-from .conftest import can_bind, needs_ipv6, needs_unix
+from ..conftest import can_bind, needs_ipv6, needs_unix
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BACKLOG = 8
 
 

@@ -27,7 +27,7 @@ from wsgibridge.serving.tls import (
     tls_environ,
 )
 
-from .conftest import der_of
+from ..conftest import der_of
 
 SOCKET_TIMEOUT = 7.0  # what the server sets on the socket before the handshake
 CLIENT_TIMEOUT = 5.0

@@ -26,6 +26,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from wsgibridge._types import Environ
 from wsgibridge.errors import BadRequest, IncompleteMessage
 from wsgibridge.http.forwarded import (
     FORWARDING_KEYS,
@@ -36,8 +37,6 @@ from wsgibridge.http.forwarded import (
 )
 from wsgibridge.http.grammar import HOST
 from wsgibridge.http.proxy_protocol import MAX_PROXY_LINE, ProxyHeader, parse_proxy_v1
-
-Environ = dict[str, Any]
 
 # The server's default plus an internal network of proxies.
 SPEC = "127.0.0.1,::1,10.0.0.0/8"

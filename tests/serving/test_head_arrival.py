@@ -30,8 +30,7 @@ import pytest
 
 from wsgibridge import WSGIServer
 
-from .conftest import ResponseReader, ServerFactory, connect
-from .test_strict import Recorder
+from ..conftest import Recorder, ResponseReader, ServerFactory, connect
 
 TIMEOUT = 5.0
 REQUEST = b"GET /r HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
