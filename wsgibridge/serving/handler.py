@@ -43,6 +43,7 @@ from ..http.forwarded import TrustedProxies, apply_forwarded
 from ..http.parser import Limits, RequestHead, skip_empty_line, take_head
 from ..http.reader import SocketReader
 from ..http.response import ResponseWriter, encode_head, error_response, validate_headers
+from .exchange import Exchange
 from .tls import tls_environ
 
 access_log = logging.getLogger("wsgibridge.access")
@@ -173,10 +174,6 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
         self.proxy_peer: Any = None
         # TLS facts (HTTPS, SSL_CLIENT_CERT …) are the same for every request.
         self.tls_environ = tls_environ(sock) if isinstance(sock, ssl.SSLSocket) else {}
-        # One token while the current request's access line is unwritten: taken
-        # (list.pop, atomic) by whoever writes it - the worker at the end of the
-        # request, or the stopping thread for a request cut off in the app.
-        self._unlogged: list[bool] = []
         self._begin_request()
 
     def connected(self, accepted_at: float) -> None:
@@ -313,18 +310,9 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
         return True
 
     def _begin_request(self) -> None:
-        """Forget the previous request: every per-request attribute starts afresh."""
-        if not self._unlogged:
-            self._unlogged.append(True)
-        self._start_time = time.perf_counter()
-        self._status_code = 0
-        self._body_bytes = 0
-        self._writer: ResponseWriter | None = None
-        self._environ: dict[str, Any] | None = None
-        self._body: InputStream | None = None
-        self._error_headers: list[tuple[str, str]] = []
+        """A fresh :class:`Exchange` for the next request, and http.server's fields reset."""
+        self.exchange = Exchange()
         self._header_message: HTTPMessage | None = None
-        self.head: RequestHead | None = None
         self.raw_requestline = b""
         self.requestline = ""
         self.request_version = self.default_request_version
@@ -347,7 +335,7 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
         if self.server.observers:
             self.server.note_request()
         self.requests_served += 1
-        self.head = head
+        self.exchange.head = head
         self.raw_requestline = head.raw_request_line
         self.command = head.method
         self.path = head.target
@@ -362,6 +350,11 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
         self._idle_since = time.monotonic()
 
     # -- the request's fields, for code written against BaseHTTPRequestHandler ------------
+
+    @property
+    def head(self) -> RequestHead | None:
+        """The current request's parsed head (None before one arrived, or for a refusal)."""
+        return self.exchange.head
 
     @property  # type: ignore[override]  # a lazy property where http.server has an attribute
     def headers(self) -> HTTPMessage:
@@ -398,7 +391,7 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
         Not once the final response has started: an interim response inside
         it would corrupt its framing (RFC 9110 §15.2).
         """
-        writer = self._writer
+        writer = self.exchange.writer
         if writer is not None and writer.headers_sent:
             return
         self._send(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -411,18 +404,16 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
             self.check_continue(head)
             on_first_read = self.send_continue
         if head.chunked:
-            self._content_length = None
             return ChunkedInput(self.rfile, self.server.limits, config.max_body_size, on_first_read)
         length = head.content_length
         if length is None:
             # RFC 9112 §6.3: no Content-Length and no Transfer-Encoding in a
             # request means a body of length zero.
-            self._content_length = None
             return self.input_class(self.rfile, 0)
         if config.max_body_size and length > config.max_body_size:
             # Refused before a byte of the body is read (and before 100 Continue).
             raise PayloadTooLarge(f"the body is larger than {config.max_body_size} bytes")
-        self._content_length = str(length)
+        self.exchange.content_length = str(length)
         return self.input_class(self.rfile, length, on_first_read)
 
     def make_environ(self, head: RequestHead, body: InputStream) -> dict[str, Any]:
@@ -439,7 +430,7 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
             version=head.version,
             headers=head.headers,
             body=body,
-            content_length=self._content_length,
+            content_length=self.exchange.content_length,
             server_name=self.server_name,
             server_port=self.server_port,
             remote_addr=remote_addr,
@@ -467,8 +458,9 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
         """Run the app for the parsed request and settle the connection's fate."""
         server = self.server
         config = server.config
-        self._body = body
-        environ = self._environ = self.make_environ(head, body)
+        exchange = self.exchange
+        exchange.body = body
+        environ = exchange.environ = self.make_environ(head, body)
 
         def will_close(complete: bool) -> bool:
             if server.stopping:
@@ -492,13 +484,13 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
             describe=self.describe_request,
             brief_app_errors=config.lint,
         )
-        self._writer = writer
+        exchange.writer = writer
         app = server.app
         if config.url_prefix and not environ["SCRIPT_NAME"]:
             app = not_mounted  # outside --url-prefix: the app is not there
         writer.respond(app, environ)
-        self._status_code = writer.status_code
-        self._body_bytes = writer.body_bytes
+        exchange.status_code = writer.status_code
+        exchange.body_bytes = writer.body_bytes
         keep_alive = writer.keep_alive and not writer.client_gone and body.failed is None
         if keep_alive:
             try:
@@ -626,7 +618,8 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
         """A short plain-text error that closes the connection (the app is never called)."""
         status = HTTPStatus(code)
         self.close_connection = True
-        self._status_code = status.value
+        exchange = self.exchange
+        exchange.status_code = status.value
         error_log.warning(
             "%s: %d %s%s",
             self.describe_request(),
@@ -640,12 +633,12 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
             validate_headers(extra_headers) if extra_headers else (),
             self.writer_class.server_software,
         )
-        self._error_headers = headers
+        exchange.error_headers = headers
         try:
             self.send_head(
                 status.value, status.phrase, headers, b"" if self.command == "HEAD" else body
             )
-            self._body_bytes = 0 if self.command == "HEAD" else len(body)
+            exchange.body_bytes = 0 if self.command == "HEAD" else len(body)
         except OSError:
             pass
         self.log_access()
@@ -668,11 +661,9 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
 
     def log_access(self) -> None:
         """After each response: the access log line, and the server's request observers."""
-        try:
-            self._unlogged.pop()
-        except IndexError:
-            return  # written already (the request was cut off by the stop)
-        self._write_access()
+        exchange = self.exchange
+        if exchange.claim_log():  # else written already (the stop cut the request off)
+            self._write_access(exchange)
 
     def log_cut_off(self) -> bool:
         """The access line of a request the stop cut off in the app (from the stopping thread).
@@ -680,28 +671,29 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
         Status and bytes are what actually went out (status 0: none did).
         False when there is no such request or its line was written already.
         """
-        writer = self._writer
-        if self.head is None:
+        exchange = self.exchange
+        if exchange.head is None or not exchange.claim_log():
             return False
-        try:
-            self._unlogged.pop()
-        except IndexError:
-            return False
+        writer = exchange.writer
         sent = writer is not None and writer.headers_sent
-        self._status_code = writer.status_code if writer is not None and sent else 0
-        self._body_bytes = writer.body_bytes if writer is not None else 0
+        exchange.status_code = writer.status_code if writer is not None and sent else 0
+        exchange.body_bytes = writer.body_bytes if writer is not None else 0
         error_log.warning(
-            "%s: cut off by the stop after %d body bytes", self.describe_request(), self._body_bytes
+            "%s: cut off by the stop after %d body bytes",
+            self.describe_request(),
+            exchange.body_bytes,
         )
-        self._write_access()
+        self._write_access(exchange)
         return True
 
-    def _write_access(self) -> None:
+    def _write_access(self, exchange: Exchange) -> None:
         server = self.server
         logging_on = server.config.access_log and access_log.isEnabledFor(logging.INFO)
         if not logging_on and not server.observers:
             return
-        record = self.access_record()
+        record = exchange.record(
+            self.client_address, self.requestline, self.command, self.request_version
+        )
         if logging_on:
             access_log.info("%s", server.access_format.render(record))
         for observer in server.observers:
@@ -709,33 +701,8 @@ class WSGIRequestHandler(BaseHTTPRequestHandler):
 
     def access_record(self) -> AccessRecord:
         """What is known about the request just answered (raw, unescaped)."""
-        environ = self._environ
-        head = self.head
-        if environ is not None:
-            client, remote_port = environ["REMOTE_ADDR"], environ["REMOTE_PORT"]
-        else:
-            peer = self.client_address
-            client, remote_port = (
-                (str(peer[0]), str(peer[1])) if isinstance(peer, tuple) else ("unix", "")
-            )
-        path, _, query = head.target.partition("?") if head is not None else ("", "", "")
-        writer = self._writer
-        body = self._body
-        return AccessRecord(
-            client=client,
-            remote_port=remote_port,
-            request_line=self.requestline,
-            method=self.command,
-            path=path,
-            query=query,
-            protocol=self.request_version if head is not None else "",
-            status=self._status_code,
-            bytes_sent=self._body_bytes,
-            duration=time.perf_counter() - self._start_time,
-            request_headers=head.headers if head is not None else (),
-            response_headers=writer.sent_headers if writer is not None else self._error_headers,
-            timestamp=time.time(),
-            bytes_received=body.received if body is not None else 0,
+        return self.exchange.record(
+            self.client_address, self.requestline, self.command, self.request_version
         )
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
