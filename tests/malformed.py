@@ -1,8 +1,8 @@
 """Malformed and hostile requests, each with the status wsgibridge must answer.
 
-Sources: the request-smuggling CVEs and probes in ``shared/FIELD.md`` §2-3
-(waitress, gunicorn, cheroot, CPython), RFC 9112/9110 MUSTs, and more of our
-own.  Each case is complete bytes as a client would send them; ``H`` is a
+Sources: the request-smuggling CVEs and probes published against waitress,
+gunicorn, cheroot and CPython's http.server, RFC 9112/9110 MUSTs, and more of
+our own.  Each case is complete bytes as a client would send them; ``H`` is a
 valid Host line to keep cases short.  The app must never be called for any
 of them.
 """

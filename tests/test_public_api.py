@@ -25,3 +25,24 @@ def test_handler_is_a_base_http_request_handler_without_getattr() -> None:
     assert issubclass(wsgibridge.WSGIRequestHandler, BaseHTTPRequestHandler)
     assert wsgibridge.WSGIRequestHandler.protocol_version == "HTTP/1.1"
     assert "__getattr__" not in vars(wsgibridge.WSGIRequestHandler)
+
+
+def test_the_public_sub_packages_keep_their_names() -> None:
+    """``wsgibridge.lint`` and ``wsgibridge.testing`` are public too: their ``__all__`` is
+    what users import, and every name in it exists."""
+    import wsgibridge.lint as lint
+    import wsgibridge.testing as testing
+
+    assert set(lint.__all__) == {
+        "RULES",
+        "LintMiddleware",
+        "LintViolation",
+        "Rule",
+        "WSGILintWarning",
+        "default_report",
+        "log_report",
+    }
+    assert set(testing.__all__) >= {"RecordedRequest", "RequestLog", "StopableWSGIServer"}
+    for module in (lint, testing):
+        for name in module.__all__:
+            assert hasattr(module, name), f"{module.__name__}.{name}"

@@ -1,6 +1,6 @@
 """``serve_in_thread`` / ``BackgroundServer``: a server for tests and embedding.
 
-Issue 5: it "returns only once the socket is bound and accepting", stops
+It returns only once the socket is bound and accepting, stops
 gracefully and fast, installs no signal handlers, names and joins its
 threads, runs several at once and from any thread.
 """
@@ -64,8 +64,8 @@ def test_start_and_stop_without_with() -> None:
 
 
 def test_start_plus_stop_is_fast() -> None:
-    """Issue 5: start plus stop "under 50 ms together on this machine" - asserted here
-    with a generous bound; the figure is printed (and measured in the benchmark)."""
+    """Start plus stop is fast enough to run per test - asserted with a generous bound;
+    the figure is printed (and measured in the benchmark's --startstop)."""
     timings = []
     for _ in range(10):
         began = time.perf_counter()

@@ -383,7 +383,7 @@ def test_plain_http_on_the_tls_port_gets_a_clear_text_400_and_serving_goes_on(
 def test_client_that_never_starts_the_handshake_is_cut_off_after_header_timeout(
     serve: ServerFactory, certs: Certs
 ) -> None:
-    """Issue 4: "the handshake happens off the accept loop under a timeout"; Config
+    """The TLS handshake happens off the accept loop, under a deadline; Config
     ``header_timeout``: "Seconds a client has to send a whole request head (and a new
     connection its first one)".  With one worker, a client that connects and sends nothing
     is closed after header_timeout and another client is served: the handshake does not
@@ -410,8 +410,8 @@ def test_client_that_never_starts_the_handshake_is_cut_off_after_header_timeout(
 def test_client_that_never_starts_the_handshake_holds_no_worker(
     serve: ServerFactory, certs: Certs
 ) -> None:
-    """Issue 4: "what keeps one slow or idle client from stalling everyone else";
-    "Idle keep-alive connections are parked in a selector and hold no worker".  A client
+    """One slow or idle client must not stall everyone else: idle connections are
+    parked in a selector and hold no worker.  A client
     that has said nothing yet should cost a descriptor, not the only thread: another client
     is served well before the silent one's header_timeout (5 s) runs out."""
     app = Recorder()
@@ -429,8 +429,8 @@ def test_client_that_never_starts_the_handshake_holds_no_worker(
 
 
 def test_tls_client_that_stops_mid_head_is_cut_off_and_serving_goes_on(certs: Certs) -> None:
-    """Config ``header_timeout``: "a client that trickles its headers is cut off"; issue 4:
-    "what keeps one slow or idle client from stalling everyone else".  Over TLS, a client
+    """Config ``header_timeout``: "a client that trickles its headers is cut off", so one
+    slow client cannot stall everyone else.  Over TLS, a client
     that sends half a request head and stops is closed after header_timeout, and the next
     client is served as before.
 
@@ -619,8 +619,8 @@ FORWARDING_KEYS = (
 def test_trusted_proxy_x_forwarded_headers_set_client_scheme_host_and_port(
     serve: ServerFactory, allow: str | None
 ) -> None:
-    """Issue 4: "from trusted peers, ``X-Forwarded-For/-Proto/-Host/-Port`` and
-    ``Forwarded`` set REMOTE_ADDR, ``wsgi.url_scheme``, HTTP_HOST and SERVER_PORT";
+    """From trusted peers, ``X-Forwarded-For/-Proto/-Host/-Port`` and ``Forwarded``
+    set REMOTE_ADDR, ``wsgi.url_scheme``, HTTP_HOST and SERVER_PORT;
     ``--forwarded-allow-ips`` takes "addresses and CIDRs; only loopback by default"
     (None: the default).  A URL rebuilt from the environ as PEP 3333 does is the one the
     client asked the proxy for."""
@@ -1181,10 +1181,10 @@ def test_refused_request_log_line_shows_its_response_headers(
 
 
 def test_stop_just_after_a_refusal_closes_the_connection(certs: Certs) -> None:
-    """Issue 4, graceful shutdown: "stop accepting, close idle connections at once, let
-    requests in flight finish ... No polling delay: stop returns as soon as the work is
-    done".  A connection the server is closing lingeringly after a 400 when the stop comes
-    is closed by the stop, which does not wait graceful_timeout for it.
+    """A graceful stop stops accepting, closes idle connections at once, lets requests in
+    flight finish, and returns as soon as the work is done (nothing polls).  A connection
+    the server is closing lingeringly after a 400 when the stop comes is closed by the
+    stop, which does not wait graceful_timeout for it.
 
     To hit the window every time, the server's TLS socket (``SSLContext.sslsocket_class``)
     holds the worker right after its half-close until the stop is under way (a timer: the

@@ -103,8 +103,8 @@ def wait_for_eof(sock: socket.socket, timeout: float) -> float:
 def test_a_thousand_idle_keepalive_connections_do_not_delay_a_new_client(
     serve: ServerFactory,
 ) -> None:
-    """Issue 4: "1,000 idle keep-alive connections with 8 workers must not delay a new
-    client's request" - idle connections are parked in the selector, not on threads."""
+    """1,000 idle keep-alive connections with 8 workers must not delay a new client's
+    request: idle connections are parked in the selector, not on threads."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < 2200:
         pytest.skip(f"needs ~2,100 file descriptors, RLIMIT_NOFILE is {soft}")
@@ -297,7 +297,7 @@ def test_a_client_that_stops_reading_is_cut_off_after_write_timeout(
 
 
 def test_stopping_an_idle_server_is_fast_and_closes_idle_connections(use_epoll: bool) -> None:
-    """Issue 4: stop returns "well under 100 ms for an idle server", and idle keep-alive
+    """Stop returns well under 100 ms for an idle server, and idle keep-alive
     connections are closed at once; no worker thread is left."""
     with (
         running_server(simple_app(), use_epoll=use_epoll) as server,

@@ -67,6 +67,11 @@ class BackgroundServer:
         return self.server.port
 
     @property
+    def thread(self) -> threading.Thread | None:
+        """The thread that runs the reactor, once started."""
+        return self._thread
+
+    @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 

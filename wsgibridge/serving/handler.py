@@ -1,12 +1,15 @@
 """``WSGIRequestHandler``: a ``BaseHTTPRequestHandler`` that hands every request to a WSGI app.
 
-This is the only module that touches the connection's ``rfile`` and ``wfile``.
-One request's life, all in :meth:`WSGIRequestHandler.handle_one_request`:
+Rule: this is the only module that touches the connection's ``rfile`` and
+``wfile``; it sees its server only as a :class:`ServerContext`.  One request's
+life, all in :meth:`WSGIRequestHandler.handle_one_request`, its state in a
+fresh :class:`~wsgibridge.serving.exchange.Exchange`:
 
-1. read the request line and header section (``parse_request``);
+1. read the request head from what has arrived, never waiting
+   (:meth:`read_head`, over ``http.parser.take_head``);
 2. decide the body's framing and wrap it in a bounded ``wsgi.input``;
-3. build the environ (``environ.build_environ``, pure);
-4. run the app through a ``ResponseWriter`` (``response.py``), which calls
+3. build the environ (``http.environ.build_environ``, pure);
+4. run the app through a ``ResponseWriter`` (``http/response.py``), which calls
    back into :meth:`send_head` / :meth:`send_body` / :meth:`send_file` here;
 5. drain what the app left unread, or close the connection;
 6. write the access log line.

@@ -200,7 +200,7 @@ class StopableWSGIServer:
         kwargs.setdefault("expose_tracebacks", True)  # as WebTest does
         server = cls(application, **kwargs)
         server.background.start()
-        server.runner = server.background._thread
+        server.runner = server.background.thread
         return server
 
     def run(self) -> None:
