@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .accesslog import DEFAULT_FORMAT, AccessLogFormat
-from .http.forwarded import TrustedProxies
 from .http.parser import Limits
+from .http.trusted import TrustedProxies
 from .serving.listen import parse_bind
 
 # Unit constants so that defaults read as what they mean.

@@ -31,12 +31,12 @@ from wsgibridge.errors import BadRequest, IncompleteMessage
 from wsgibridge.http.forwarded import (
     FORWARDING_KEYS,
     PROXY_PEER_KEY,
-    TrustedProxies,
     apply_forwarded,
     parse_forwarded,
 )
 from wsgibridge.http.grammar import HOST
 from wsgibridge.http.proxy_protocol import MAX_PROXY_LINE, ProxyHeader, parse_proxy_v1
+from wsgibridge.http.trusted import TrustedProxies
 
 # The server's default plus an internal network of proxies.
 SPEC = "127.0.0.1,::1,10.0.0.0/8"

@@ -20,7 +20,7 @@ import pytest
 from wsgibridge import Config
 from wsgibridge._types import Environ, StartResponse, WSGIApp
 from wsgibridge.accesslog import AccessLogFormat, AccessRecord
-from wsgibridge.http.forwarded import TrustedProxies
+from wsgibridge.http.trusted import TrustedProxies
 from wsgibridge.serving.handler import ServerContext, WSGIRequestHandler
 
 from ..conftest import ResponseReader

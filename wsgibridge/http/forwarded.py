@@ -110,20 +110,18 @@ import ipaddress
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple, TypeAlias, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from .grammar import HOST, OWS_STR, QUOTED_PAIR_STR, QUOTED_STRING_STR, TCHARS
+from .trusted import IP_CHARS as _IP_CHARS
+from .trusted import IPAddress, TrustedProxies, canonical_address
 
 __all__ = [
     "FORWARDING_KEYS",
     "PROXY_PEER_KEY",
-    "TrustedProxies",
     "apply_forwarded",
-    "canonical_address",
     "parse_forwarded",
 ]
-
-IPAddress: TypeAlias = "ipaddress.IPv4Address | ipaddress.IPv6Address"
 
 # Where the real peer goes when REMOTE_ADDR is rewritten (set for every trusted peer).
 PROXY_PEER_KEY = "wsgibridge.proxy_peer"
@@ -158,134 +156,8 @@ DEFAULT_PORTS = {"http": "80", "https": "443"}
 # port = 1*5DIGIT), and RFC 7239 §6.3's obfuscated identifier (obfnode =
 # "_" 1*( ALPHA / DIGIT / "." / "_" / "-" ), obfport the same).
 _IPV4 = r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}"
-_IP_CHARS = r"[0-9A-Fa-f:.]+"
 _PORT = r"[0-9]{1,5}"
 _OBFUSCATED = r"_[A-Za-z0-9._-]+"
-
-# --------------------------------------------------------------------------
-# Trusted proxies
-# --------------------------------------------------------------------------
-
-# An address or CIDR as written in the spec; the ipaddress module then decides.
-# No "%zone" (a zone names one of our interfaces, not a proxy) and no brackets.
-_SPEC_ITEM = re.compile(_IP_CHARS + r"(?:/[0-9]{1,3})?")
-# IPv4-mapped IPv6 addresses, RFC 4291 §2.5.5.2.
-_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
-_CACHE_MAX = 1024
-
-
-def canonical_address(ip: IPAddress) -> str:
-    """``str(ip)``, but a mapped address as ``::ffff:a.b.c.d`` on every Python (as sockets say).
-
-    The form REMOTE_ADDR takes whenever it is rewritten, here or from a PROXY
-    protocol line (:mod:`.proxy_protocol`).
-    """
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return f"::ffff:{ip.ipv4_mapped}"
-    return str(ip)
-
-
-def _is_unix_name(address: str) -> bool:
-    """True for what the server puts in REMOTE_ADDR for a Unix-socket peer."""
-    return address == "" or address.startswith(("/", "\0"))
-
-
-class TrustedProxies:
-    """Addresses and networks whose forwarding headers are believed."""
-
-    __slots__ = ("_all", "_cache", "_exact", "_unix", "_v4", "_v6", "spec")
-
-    def __init__(self, spec: str) -> None:
-        self.spec = spec
-        self._all = False
-        self._unix = False
-        exact: set[str] = set()
-        v4: list[ipaddress.IPv4Network] = []
-        v6: list[ipaddress.IPv6Network] = []
-        if spec.strip():
-            for raw in spec.split(","):
-                item = raw.strip()
-                if not item:
-                    raise ValueError(f"an empty item in the trusted proxies {spec!r}")
-                if item == "*":
-                    self._all = True
-                    continue
-                if item.lower() == "unix":
-                    self._unix = True
-                    continue
-                if _SPEC_ITEM.fullmatch(item) is None:
-                    raise ValueError(
-                        f"bad trusted proxy {item!r}: not an IP address, a CIDR network,"
-                        " 'unix' or '*'"
-                    )
-                try:
-                    # strict: "10.0.0.1/8" is refused rather than read as 10.0.0.0/8,
-                    # since it is as likely a typo for "10.0.0.1/32".
-                    network = ipaddress.ip_network(item, strict=True)
-                except ValueError as exc:
-                    raise ValueError(f"bad trusted proxy {item!r}: {exc}") from None
-                if isinstance(network, ipaddress.IPv4Network):
-                    v4.append(network)
-                    if network.num_addresses == 1:
-                        exact.add(str(network.network_address))
-                        exact.add(f"::ffff:{network.network_address}")
-                else:
-                    v6.append(network)
-                    if network.prefixlen >= 96 and network.network_address in _MAPPED:
-                        # "::ffff:10.0.0.0/104" is 10.0.0.0/8 seen through IPv6.
-                        mapped = ipaddress.IPv4Network(
-                            (int(network.network_address) & 0xFFFFFFFF, network.prefixlen - 96)
-                        )
-                        v4.append(mapped)
-                        if mapped.num_addresses == 1:
-                            exact.add(str(mapped.network_address))
-                    if network.num_addresses == 1:
-                        exact.add(canonical_address(network.network_address))
-        self._exact = frozenset(exact)
-        self._v4 = tuple(v4)
-        self._v6 = tuple(v6)
-        self._cache: dict[str, bool] = {}
-
-    def __repr__(self) -> str:
-        return f"TrustedProxies({self.spec!r})"
-
-    def __bool__(self) -> bool:
-        return self._all or self._unix or bool(self._v4) or bool(self._v6)
-
-    def __contains__(self, address: str) -> bool:
-        """Whether a peer address (as in REMOTE_ADDR, no brackets or port) is trusted."""
-        if self._all or address in self._exact:
-            return True
-        try:
-            return self._cache[address]
-        except KeyError:
-            pass
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            result = self._unix and _is_unix_name(address)
-        else:
-            result = self._in_networks(ip)
-        if len(self._cache) < _CACHE_MAX:
-            self._cache[address] = result
-        return result
-
-    def _trusts_hop(self, node: _Node) -> bool:
-        """Whether an address named in a forwarding header is a trusted proxy's.
-
-        ``*`` trusts every peer, not every address a peer names: otherwise the
-        leftmost, client-written X-Forwarded-For element would always win.
-        """
-        return node.address in self._exact or self._in_networks(node.ip)
-
-    def _in_networks(self, ip: IPAddress) -> bool:
-        if isinstance(ip, ipaddress.IPv6Address):
-            mapped = ip.ipv4_mapped
-            if mapped is not None and any(mapped in net for net in self._v4):
-                return True
-            return any(ip in net for net in self._v6)
-        return any(ip in net for net in self._v4)
-
 
 # --------------------------------------------------------------------------
 # Addresses in forwarding headers
@@ -400,7 +272,7 @@ def _walk(
             # Not an address: the client is unknown; the nearest trusted hop
             # (or, for the rightmost, the peer) is as far as we can see.
             return walked, nearest
-        if not trusted._trusts_hop(node):
+        if not trusted.trusts_hop(node.address, node.ip):
             return walked, node
         nearest = node
     # Every hop is a trusted proxy: the leftmost is where the request began.

@@ -9,7 +9,7 @@ before the line's end); nothing is guessed or repaired.  Addresses come back
 canonical, as :mod:`.forwarded` and the sockets write them (lower-case,
 compressed IPv6, ``::ffff:a.b.c.d`` for a mapped address), so the source can
 become REMOTE_ADDR and be matched against
-:class:`~wsgibridge.http.forwarded.TrustedProxies`.
+:class:`~wsgibridge.http.trusted.TrustedProxies`.
 
 The caller reads the line on every connection of a listener configured for
 it and only there (the receiver "MUST not try to guess whether the protocol
@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass
 
 from ..errors import BadRequest, IncompleteMessage
-from .forwarded import IPAddress, canonical_address
+from .trusted import IPAddress, canonical_address
 
 __all__ = ["MAX_PROXY_LINE", "ProxyHeader", "parse_proxy_v1"]
 

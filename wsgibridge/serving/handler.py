@@ -42,10 +42,11 @@ from ..config import Config
 from ..errors import HTTPError, PayloadTooLarge, RequestTimeout
 from ..http.body import ChunkedInput, ContentLengthInput, InputStream
 from ..http.environ import build_environ
-from ..http.forwarded import TrustedProxies, apply_forwarded
+from ..http.forwarded import apply_forwarded
 from ..http.parser import Limits, RequestHead, skip_empty_line, take_head
 from ..http.reader import SocketReader
 from ..http.response import ResponseWriter, encode_head, error_response, validate_headers
+from ..http.trusted import TrustedProxies
 from .exchange import Exchange
 from .tls import tls_environ
 

@@ -23,7 +23,7 @@ import time
 from typing import Protocol
 
 from ..config import Config
-from ..http.forwarded import TrustedProxies
+from ..http.trusted import TrustedProxies
 from .connection import CLOSED, LINGERING, PARKED, Connection, Connections
 from .listen import close_listener
 from .pool import WorkerPool

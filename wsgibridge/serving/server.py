@@ -33,7 +33,7 @@ from .._types import WSGIApp
 from ..accesslog import AccessLogFormat, AccessRecord
 from ..config import Config
 from ..errors import ConfigError
-from ..http.forwarded import TrustedProxies
+from ..http.trusted import TrustedProxies
 from .connection import Connections
 from .handler import WSGIRequestHandler
 from .listen import close_listener, listener_address, open_bind, parse_bind, systemd_listeners
