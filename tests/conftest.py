@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import ssl
 import threading
@@ -254,3 +255,57 @@ def fill_until(reader: ResponseReader, marker: bytes) -> None:
         data = reader.sock.recv(65536)
         assert data, f"connection closed before {marker!r}: {reader.buffer!r}"
         reader.buffer += data
+
+
+# A raw response's status line and field lines, as the tests parse them.
+STATUS_LINE = re.compile(rb"HTTP/1\.1 ([1-5][0-9][0-9]) [\t\x20-\x7e\x80-\xff]*")
+FIELD_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([\t\x20-\x7e\x80-\xff]*)")
+
+
+def response_statuses(data: bytes) -> list[int]:
+    """The status of each response in ``data`` (all a server sent), checking their framing.
+
+    A final response must be framed by Content-Length, chunked, or the close of the
+    connection.  A response whose Content-Length is not followed by any bytes at all
+    is accepted as the answer to a HEAD request (the method is not known here), and
+    must then be the last one.
+    """
+    statuses: list[int] = []
+    rest = data
+    while rest:
+        end = rest.find(b"\r\n\r\n")
+        assert end >= 0, f"a response head without its empty line: {rest[:300]!r}"
+        status_line, *lines = rest[:end].split(b"\r\n")
+        match = STATUS_LINE.fullmatch(status_line)
+        assert match is not None, f"not an HTTP/1.1 status line: {status_line!r}"
+        status = int(match.group(1))
+        fields: dict[bytes, bytes] = {}
+        for line in lines:
+            field = FIELD_LINE.fullmatch(line)
+            assert field is not None, f"a malformed response field line: {line!r}"
+            fields[field.group(1).lower()] = field.group(2).rstrip(b" \t")
+        rest = rest[end + 4 :]
+        statuses.append(status)
+        if status < 200 or status in (204, 304):
+            continue
+        if b"transfer-encoding" in fields:
+            assert fields[b"transfer-encoding"] == b"chunked", fields
+            while True:
+                line_end = rest.find(b"\r\n")
+                assert line_end >= 0, f"a cut-off chunked response: {rest[:100]!r}"
+                size = int(rest[:line_end], 16)
+                rest = rest[line_end + 2 :]
+                if size == 0:
+                    assert rest.startswith(b"\r\n"), rest[:100]
+                    rest = rest[2:]
+                    break
+                assert rest[size : size + 2] == b"\r\n", "a chunk without its CRLF"
+                rest = rest[size + 2 :]
+        elif b"content-length" in fields:
+            length = int(fields[b"content-length"])
+            if rest:
+                assert len(rest) >= length, f"a response cut short: {rest!r}"
+                rest = rest[length:]
+        else:
+            rest = b""
+    return statuses

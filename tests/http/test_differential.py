@@ -72,7 +72,7 @@ from hypothesis import strategies as st
 from wsgibridge import WSGIServer
 from wsgibridge._types import Environ, StartResponse
 
-from ..conftest import running_server
+from ..conftest import response_statuses, running_server
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -433,42 +433,6 @@ def live() -> Iterator[Live]:
 
 
 # -- wsgibridge over the wire -------------------------------------------------------------
-
-STATUS_LINE = re.compile(rb"HTTP/1\.1 ([1-5][0-9][0-9]) [\t\x20-\x7e\x80-\xff]*")
-FIELD_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([\t\x20-\x7e\x80-\xff]*)")
-
-
-def response_statuses(data: bytes) -> list[int]:
-    """The status of each response in ``data`` (all the server sent), checking the framing.
-
-    The app's responses and the server's refusals all carry Content-Length; a
-    refusal of a HEAD request carries no body, and is the last response.
-    """
-    statuses: list[int] = []
-    rest = data
-    while rest:
-        end = rest.find(b"\r\n\r\n")
-        assert end >= 0, f"a response head without its empty line: {rest[:300]!r}"
-        status_line, *lines = rest[:end].split(b"\r\n")
-        match = STATUS_LINE.fullmatch(status_line)
-        assert match is not None, f"not an HTTP/1.1 status line: {status_line!r}"
-        status = int(match.group(1))
-        fields: dict[bytes, bytes] = {}
-        for line in lines:
-            found = FIELD_LINE.fullmatch(line)
-            assert found is not None, f"a malformed response field line: {line!r}"
-            fields[found.group(1).lower()] = found.group(2).rstrip(b" \t")
-        rest = rest[end + 4 :]
-        statuses.append(status)
-        if status < 200:
-            continue
-        assert b"transfer-encoding" not in fields, fields
-        assert b"content-length" in fields, f"a response without Content-Length: {fields}"
-        length = int(fields[b"content-length"])
-        if rest:
-            assert len(rest) >= length, f"a response cut short: {rest!r}"
-        rest = rest[length:]
-    return statuses
 
 
 @dataclass(frozen=True)
