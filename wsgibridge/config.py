@@ -17,7 +17,7 @@ from typing import Any
 from .accesslog import DEFAULT_FORMAT, AccessLogFormat
 from .http.parser import Limits
 from .http.trusted import TrustedProxies
-from .serving.listen import parse_bind
+from .serving.binds import parse_bind
 
 # Unit constants so that defaults read as what they mean.
 BYTES = 1

@@ -3,18 +3,24 @@
 Rule: what belongs to one request - its head, body stream, environ, the
 writer that answers it, what was sent, when it began - lives here, so the
 handler keeps only the connection's state and nothing of a request can leak
-into the next.  The access record of the request is made from it.
+into the next.  The access record of the request is made from it, and
+:class:`ExchangeLogging` (the handler's logging half) writes it.
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from typing import Any
+from typing import Any, Protocol
 
-from ..accesslog import AccessRecord
+from ..accesslog import AccessLogFormat, AccessRecord, escape_log
+from ..config import Config
 from ..http.body import InputStream
 from ..http.parser import RequestHead
 from ..http.response import ResponseWriter
+
+access_log = logging.getLogger("wsgibridge.access")
+error_log = logging.getLogger("wsgibridge.error")
 
 
 class Exchange:
@@ -87,3 +93,88 @@ class Exchange:
             timestamp=time.time(),
             bytes_received=body.received if body is not None else 0,
         )
+
+
+class LoggingServer(Protocol):
+    """What access logging needs of the server."""
+
+    config: Config
+    access_format: AccessLogFormat
+    observers: list[Any]
+
+
+class ExchangeLogging:
+    """The handler's logging half: the access line and observers after each request, and
+    http.server's logging methods sent to the ``wsgibridge`` loggers, escaped (a mixin)."""
+
+    exchange: Exchange
+    server: LoggingServer  # the handler's ServerContext is one
+    client_address: Any
+    requestline: str
+    command: str
+    request_version: str
+
+    def describe_request(self) -> str:
+        """``"GET / HTTP/1.1" from 127.0.0.1:5000`` for log messages (escaped)."""
+        return f'"{escape_log(self.requestline)}" from {self.address_string()}'
+
+    def address_string(self) -> str:
+        peer = self.client_address
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            return f"{peer[0]}:{peer[1]}"
+        return str(peer) or "unix"
+
+    def log_access(self) -> None:
+        """After each response: the access log line, and the server's request observers."""
+        exchange = self.exchange
+        if exchange.claim_log():  # else written already (the stop cut the request off)
+            self._write_access(exchange)
+
+    def log_cut_off(self) -> bool:
+        """The access line of a request the stop cut off in the app (from the stopping thread).
+
+        Status and bytes are what actually went out (status 0: none did).
+        False when there is no such request or its line was written already.
+        """
+        exchange = self.exchange
+        if exchange.head is None or not exchange.claim_log():
+            return False
+        writer = exchange.writer
+        sent = writer is not None and writer.headers_sent
+        exchange.status_code = writer.status_code if writer is not None and sent else 0
+        exchange.body_bytes = writer.body_bytes if writer is not None else 0
+        error_log.warning(
+            "%s: cut off by the stop after %d body bytes",
+            self.describe_request(),
+            exchange.body_bytes,
+        )
+        self._write_access(exchange)
+        return True
+
+    def _write_access(self, exchange: Exchange) -> None:
+        server = self.server
+        logging_on = server.config.access_log and access_log.isEnabledFor(logging.INFO)
+        if not logging_on and not server.observers:
+            return
+        record = exchange.record(
+            self.client_address, self.requestline, self.command, self.request_version
+        )
+        if logging_on:
+            access_log.info("%s", server.access_format.render(record))
+        for observer in server.observers:
+            observer(record)
+
+    def access_record(self) -> AccessRecord:
+        """What is known about the request just answered (raw, unescaped)."""
+        return self.exchange.record(
+            self.client_address, self.requestline, self.command, self.request_version
+        )
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        """Replaced by :meth:`log_access`, which runs after the response."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        error_log.info("%s: %s", self.address_string(), escape_log(format % args))
+
+    def log_error(self, format: str, *args: Any) -> None:
+        error_log.warning("%s: %s", self.address_string(), escape_log(format % args))

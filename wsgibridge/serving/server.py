@@ -34,9 +34,10 @@ from ..accesslog import AccessLogFormat, AccessRecord
 from ..config import Config
 from ..errors import ConfigError
 from ..http.trusted import TrustedProxies
+from .binds import parse_bind
 from .connection import Connections
 from .handler import WSGIRequestHandler
-from .listen import close_listener, listener_address, open_bind, parse_bind, systemd_listeners
+from .listen import close_listener, listener_address, open_bind, systemd_listeners
 from .pool import WorkerPool
 from .reactor import Reactor
 from .readiness import HAS_EPOLL, ready_source
