@@ -11,13 +11,14 @@ import signal
 import socket
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
-from wsgibridge import BackgroundServer, serve_in_thread
+from wsgibridge import BackgroundServer, serve, serve_in_thread
 from wsgibridge._types import Environ, StartResponse
 
-from ..conftest import ResponseReader, simple_app
+from ..conftest import ResponseReader, needs_unix, simple_app
 
 TIMEOUT = 5.0
 
@@ -153,3 +154,25 @@ def test_options_are_config_fields() -> None:
         assert get(server, "/elsewhere")[0] == 404
     with pytest.raises(ValueError):
         serve_in_thread(simple_app(), threads=0)
+
+
+@needs_unix
+def test_serve_with_workers_off_the_main_thread_refuses_before_binding(tmp_path: Path) -> None:
+    """``serve(workers=2)`` needs the main thread (signals and fork); refused from another
+    thread before a socket is bound, so no Unix socket file is left behind."""
+    path = tmp_path / "w.sock"
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            serve(simple_app(), bind=(f"unix:{path}",), workers=2)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert len(errors) == 1 and isinstance(errors[0], RuntimeError)
+    assert "main thread" in str(errors[0])
+    assert not path.exists()

@@ -11,6 +11,7 @@ keep-alive versus close, the access record, refusals - the server's parts
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -20,6 +21,8 @@ import pytest
 from wsgibridge import Config
 from wsgibridge._types import Environ, StartResponse, WSGIApp
 from wsgibridge.accesslog import AccessLogFormat, AccessRecord
+from wsgibridge.http.body import ContentLengthInput, InputStream
+from wsgibridge.http.parser import RequestHead
 from wsgibridge.http.trusted import TrustedProxies
 from wsgibridge.serving.handler import ServerContext, WSGIRequestHandler
 
@@ -198,3 +201,54 @@ def test_stopping_closes_after_the_request_in_flight(
     reader = ResponseReader(client)
     assert reader.read_response().header("Connection") == "close"
     assert [r.path for r in server.records] == ["/"]
+
+
+# -- the hooks of subclasses written against the handler ------------------------------
+
+
+def test_an_access_record_override_reaches_the_log_and_observers(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """``access_record()`` is a hook: what a subclass returns is what observers get."""
+
+    class Tagged(WSGIRequestHandler):
+        def access_record(self) -> AccessRecord:
+            record = super().access_record()
+            return dataclasses.replace(record, request_line=record.request_line + " [tagged]")
+
+    client, server_end = pair
+    server = FakeServer(echo)
+    handler = Tagged(server_end, ("192.0.2.7", 5000), server)
+    client.sendall(b"GET /t HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    handler.handle()
+    assert [r.request_line for r in server.records] == ["GET /t HTTP/1.1 [tagged]"]
+
+
+def test_an_open_input_override_can_still_publish_the_length(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """A subclass that replaces ``open_input`` whole sets ``_content_length`` for the
+    environ, as it had to before the per-request state moved; ``head`` is assignable."""
+    seen: list[str | None] = []
+
+    def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        seen.append(environ.get("CONTENT_LENGTH"))
+        environ["wsgi.input"].read()
+        start_response("204 No Content", [])
+        return []
+
+    class OwnInput(WSGIRequestHandler):
+        def open_input(self, head: RequestHead) -> InputStream:
+            assert head.content_length is not None
+            self._content_length = str(head.content_length)
+            self.head = head  # assignable, as on http.server's handler
+            return ContentLengthInput(self.rfile, head.content_length)
+
+    client, server_end = pair
+    server = FakeServer(app)
+    handler = OwnInput(server_end, ("192.0.2.7", 5000), server)
+    client.sendall(
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"
+    )
+    handler.handle()
+    assert seen == ["5"]

@@ -128,7 +128,7 @@ class ExchangeLogging:
         """After each response: the access log line, and the server's request observers."""
         exchange = self.exchange
         if exchange.claim_log():  # else written already (the stop cut the request off)
-            self._write_access(exchange)
+            self._write_access()
 
     def log_cut_off(self) -> bool:
         """The access line of a request the stop cut off in the app (from the stopping thread).
@@ -148,17 +148,15 @@ class ExchangeLogging:
             self.describe_request(),
             exchange.body_bytes,
         )
-        self._write_access(exchange)
+        self._write_access()
         return True
 
-    def _write_access(self, exchange: Exchange) -> None:
+    def _write_access(self) -> None:
         server = self.server
         logging_on = server.config.access_log and access_log.isEnabledFor(logging.INFO)
         if not logging_on and not server.observers:
             return
-        record = exchange.record(
-            self.client_address, self.requestline, self.command, self.request_version
-        )
+        record = self.access_record()  # a hook: a subclass may add to the record
         if logging_on:
             access_log.info("%s", server.access_format.render(record))
         for observer in server.observers:

@@ -214,6 +214,19 @@ class WSGIRequestHandler(ConnectionStream, ExchangeLogging, BaseHTTPRequestHandl
         """The current request's parsed head (None before one arrived, or for a refusal)."""
         return self.exchange.head
 
+    @head.setter
+    def head(self, head: RequestHead | None) -> None:
+        self.exchange.head = head
+
+    @property
+    def _content_length(self) -> str | None:
+        """The validated Content-Length to publish (an ``open_input`` override may set it)."""
+        return self.exchange.content_length
+
+    @_content_length.setter
+    def _content_length(self, value: str | None) -> None:
+        self.exchange.content_length = value
+
     @property  # type: ignore[override]  # a lazy property where http.server has an attribute
     def headers(self) -> HTTPMessage:
         """The request's fields as an ``http.client.HTTPMessage``, built on first use."""

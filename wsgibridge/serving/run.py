@@ -106,6 +106,10 @@ def serve(
         configure_logging(config.log_level, config.access_log_file)
     raise_descriptor_limit(config.connection_limit)
     if config.workers > 1:
+        if threading.current_thread() is not threading.main_thread():
+            # Checked before a socket is bound: none is left behind.
+            raise RuntimeError("workers > 1 needs the main thread (signals and fork)")
+
         # The app was imported once, here, before the fork: workers share its pages.
         def make_worker(sockets: list[socket.socket]) -> WSGIServer:
             return WSGIServer(app, config, handler_class, sockets=sockets)
