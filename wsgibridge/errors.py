@@ -18,7 +18,8 @@
      └── AppError                   the application broke PEP 3333 (answered with 500)
           └── ResponseHeaderError   a status line or header the server refuses to send
 
-Only ``handler.py`` turns these into responses; it reads ``status`` rather
+The server turns these into responses (``serving/handler.py``, with
+``http/response.py``'s one error builder); it reads ``status`` rather
 than keeping a table of its own.
 """
 

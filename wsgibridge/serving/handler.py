@@ -131,7 +131,7 @@ class WSGIRequestHandler(ConnectionStream, ExchangeLogging, BaseHTTPRequestHandl
         self.requests_served = 0
         # Set when the client may still be sending bytes we will not read: the
         # server then half-closes and discards them for a moment before closing,
-        # so that a kernel RST does not destroy our last response (server.py).
+        # so that a kernel RST does not destroy our last response (connection.py).
         self.linger_on_close = False
         self.server_name, self.server_port = self.server.local_address(sock)
         # The proxy's own address when a PROXY protocol line named the client

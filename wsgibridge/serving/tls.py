@@ -1,6 +1,6 @@
 """TLS for wsgibridge: the server context, a handshake under a deadline, the ``SSL_*`` environ.
 
-How the server uses this module (``server.py``, in a worker thread, never on
+How the server uses this module (``serving/connection.py``, in a worker thread, never on
 the reactor): it wraps each accepted socket with
 ``context.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)``
 and advances ``do_handshake()`` non-blocking on the bytes that have arrived,
