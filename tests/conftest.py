@@ -16,7 +16,7 @@ import trustme
 from wsgibridge import WSGIServer, make_server
 from wsgibridge._types import Environ, StartResponse, WSGIApp
 
-pytest_plugins = ["pytester"]  # tests/test_pytest_plugin.py runs pytest on example suites
+pytest_plugins = ["pytester"]  # tests/testing/test_plugin.py runs pytest on example suites
 
 
 def can_bind(host: str, *, dual_stack: bool = False) -> bool:

@@ -5,9 +5,9 @@ fixture); the clients are ``requests``, ``httpx``, raw TCP and raw ``ssl``
 sockets, and one ``python -m wsgibridge`` subprocess.  Certificates are
 throwaway ones from trustme, written to ``tmp_path``.  The unit-level rules
 (``make_ssl_context``, ``handshake``, ``apply_forwarded``, ``parse_proxy_v1``,
-``AccessLogFormat``) are tested in ``test_tls.py``, ``test_proxy.py`` and
-``test_accesslog.py``; this file checks what a user of the server relies on
-when the pieces are put together.
+``AccessLogFormat``) are tested in ``serving/test_tls.py``,
+``http/test_forwarded.py`` and ``test_accesslog.py``; this file checks what a
+user of the server relies on when the pieces are put together.
 
 Nothing sleeps to wait for the server: waits are on socket timeouts, events,
 conditions and queues, every one bounded.  Two waits are timed because the server
