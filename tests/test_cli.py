@@ -226,10 +226,9 @@ def test_usage_errors_are_one_line_and_exit_2(
         code = main(argv, serve=FakeServe())
         raise SystemExit(code)
     assert exited.value.code == 2
-    err = capsys.readouterr().err
-    assert err.splitlines() == [f"wsgibridge: error: {message} (see wsgibridge --help)"] or (
-        err.count("\n") == 1 and message in err
-    ), err
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("wsgibridge: error: ") and line.endswith(" (see wsgibridge --help)")
+    assert message in line
 
 
 def test_invalid_option_value_exits_2(appdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
