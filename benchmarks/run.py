@@ -119,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NAME=BASE ARGS",
-        help="another server: BASE (wsgibridge or gunicorn) with extra CLI arguments, "
+        help="another server: BASE (one with a CLI: wsgibridge, gunicorn, granian) with extra "
+        "CLI arguments, "
         "e.g. 'wsgibridge-w2=wsgibridge --workers 2'; then name it in --servers",
     )
     g = p.add_argument_group("extra measurements (instead of the matrix; combinable)")

@@ -2,8 +2,9 @@
 
 ``SERVERS`` describes each one: the command ``run.py`` starts it with (as a
 subprocess listening on 127.0.0.1:<port>, serving ``apps:<name>``), what it
-needs installed and which apps it can serve.  wsgibridge and gunicorn are
-started through their own command lines; the rest through ``launchers.py``.
+needs installed and which apps it can serve.  wsgibridge, gunicorn and
+granian are started through their own command lines; the rest through
+``launchers.py``.
 Standard library only; nothing here imports a server.
 """
 
@@ -51,6 +52,22 @@ class ServerSpec:
                 "-m",
                 "wsgibridge",
                 "--no-access-log",
+                "--host",
+                host,
+                "--port",
+                str(port),
+                *extra,
+                spec,
+            ]
+        if base == "granian":
+            return [
+                python,
+                "-m",
+                "granian",
+                "--interface",
+                "wsgi",
+                "--workers",
+                "1",
                 "--host",
                 host,
                 "--port",
@@ -133,6 +150,14 @@ SERVERS: dict[str, ServerSpec] = {
             "gunicorn -k gthread -w 1 --threads 4",
             ("gunicorn",),
             "gunicorn",
+            own_cli=True,
+        ),
+        ServerSpec(
+            "granian",
+            "granian --interface wsgi --workers 1, defaults (Rust HTTP on 1 runtime thread; "
+            "the app on blocking threads started on demand, at most 512): the native reference",
+            ("granian",),
+            "granian",
             own_cli=True,
         ),
         ServerSpec(

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration  # cross-cutting: run or skip as a group
 ROOT = Path(__file__).resolve().parent.parent
 RUN = ROOT / "benchmarks" / "run.py"
 STDLIB_PEERS = ("wsgiref", "bhrh")  # always available
-OPTIONAL_PEERS = ("werkzeug", "waitress", "cheroot", "gunicorn")
+OPTIONAL_PEERS = ("werkzeug", "waitress", "cheroot", "gunicorn", "granian")
 
 
 def installed_peers() -> list[str]:
