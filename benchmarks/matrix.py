@@ -42,6 +42,7 @@ class Cell:
     peak_rss_mib: float = 0.0
     framing: str = ""
     eof_ends: int = 0  # wrk "read errors" that are the ends of EOF-delimited responses
+    access_log_lines: int = 0  # lines in the row's access log, when it has one
 
     def rate(self, unit: str) -> float:
         return self.mibps if unit == "MiB/s" else self.rps
@@ -111,7 +112,26 @@ def measure(spec: ServerSpec, scen: Scenario, run_no: int, st: Settings) -> Cell
         except (BenchError, OSError) as exc:
             cell.outcome = "FAIL"
             cell.detail = str(exc).strip()
+    if cell.outcome == "ok" and server.access_log:
+        check_access_log(cell, server.access_log)
     return cell
+
+
+def check_access_log(cell: Cell, path: str) -> None:
+    """A row that logs must have logged every response wrk counted (read once it stopped)."""
+    try:
+        with open(path, "rb") as f:
+            cell.access_log_lines = sum(
+                block.count(b"\n") for block in iter(lambda: f.read(MIB), b"")
+            )
+    except OSError as exc:
+        cell.outcome, cell.detail = "FAIL", f"no access log: {exc}"
+        return
+    if cell.access_log_lines < cell.requests:
+        cell.outcome = "FAIL"
+        cell.detail = (
+            f"the access log has {cell.access_log_lines} lines for {cell.requests} responses"
+        )
 
 
 def run_matrix(
@@ -259,7 +279,7 @@ def report_run(
     out(matrix_table(cells, baseline, st.smoke))
     if not st.smoke and (targets := targets_report(cells)):
         out()
-        out("Targets of issue 6 for wsgibridge, this run:")
+        out("Targets of issue 6 for wsgibridge (its defaults, access log on), this run:")
         for line in targets:
             out(f"- {line}")
     bad = [c for c in cells if c.outcome == "FAIL"]

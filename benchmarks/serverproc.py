@@ -69,7 +69,8 @@ class ServerProcess:
         self.spec = spec
         self.app = app
         self.port = free_port()
-        self.argv = spec.command(sys.executable, HOST, self.port, app)
+        self.access_log = spec.access_log_path(workdir, app, self.port)
+        self.argv = spec.command(sys.executable, HOST, self.port, app, self.access_log)
         self.logpath = os.path.join(workdir, f"{spec.name}-{app}-{self.port}.log")
         env = dict(os.environ)
         paths = [BENCH_DIR, PROJECT_ROOT]  # the apps, and this checkout's wsgibridge

@@ -10,6 +10,7 @@ Standard library only; nothing here imports a server.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.metadata
 import importlib.util
@@ -40,18 +41,34 @@ class ServerSpec:
     apps: frozenset[str] | None = None  # apps it can serve (None: any WSGI app)
     own_cli: bool = False  # started through its own command line (takes extra args)
     extra_args: tuple[str, ...] = field(default=())  # appended by --variant
+    launcher: str = ""  # the server this row starts ("": its own name)
+    access_log: bool = False  # wsgibridge: log every request to a file (else --no-access-log)
 
-    def command(self, python: str, host: str, port: int, app: str) -> list[str]:
-        """The argv that serves ``apps:<app>`` on host:port (cwd: the benchmarks folder)."""
+    def access_log_path(self, workdir: str, app: str, port: int) -> str | None:
+        """Where this row's access log goes (None: it has none)."""
+        if not self.access_log:
+            return None
+        return os.path.join(workdir, f"{self.name}-{app}-{port}.access.log")
+
+    def command(
+        self, python: str, host: str, port: int, app: str, access_log: str | None = None
+    ) -> list[str]:
+        """The argv that serves ``apps:<app>`` on host:port (cwd: the benchmarks folder).
+
+        ``access_log``: the file a row with ``access_log`` set logs to.
+        """
         spec = f"apps:{app}"
         extra = list(self.extra_args)
         base = self.base
         if base == "wsgibridge":
+            if self.access_log and not access_log:
+                raise ValueError(f"{self.name} logs its requests: give it a file")
+            log = ["--access-log-file", access_log] if access_log else ["--no-access-log"]
             return [
                 python,
                 "-m",
                 "wsgibridge",
-                "--no-access-log",
+                *log,
                 "--host",
                 host,
                 "--port",
@@ -95,8 +112,8 @@ class ServerSpec:
 
     @property
     def base(self) -> str:
-        """The launcher this spec uses (a --variant keeps its base's)."""
-        return _BASES.get(self.name, self.name)
+        """The server this row starts (a --variant keeps its parent's)."""
+        return self.launcher or self.name
 
     def supports(self, app: str) -> bool:
         return self.apps is None or app in self.apps
@@ -132,10 +149,20 @@ SERVERS: dict[str, ServerSpec] = {
     for spec in (
         ServerSpec(
             "wsgibridge",
-            "python -m wsgibridge --no-access-log (defaults: 8 threads, 1 process)",
+            "python -m wsgibridge, defaults (8 threads, 1 process, the access log on: "
+            "one line per request, to a file by --access-log-file)",
             ("wsgibridge",),
             "wsgibridge",
             own_cli=True,
+            access_log=True,
+        ),
+        ServerSpec(
+            "wsgibridge-nolog",
+            "python -m wsgibridge --no-access-log, defaults otherwise",
+            ("wsgibridge",),
+            "wsgibridge",
+            own_cli=True,
+            launcher="wsgibridge",
         ),
         ServerSpec("wsgiref", "wsgiref.simple_server, log off, backlog 1024", (), None),
         ServerSpec(
@@ -170,27 +197,23 @@ SERVERS: dict[str, ServerSpec] = {
     )
 }
 DEFAULT_SERVERS = list(SERVERS)
-_BASES: dict[str, str] = {}  # variant name -> base server name
 
 
 def add_variant(name: str, base: str, extra_args: list[str]) -> ServerSpec:
-    """Register ``name``: server ``base`` started with ``extra_args`` added to its CLI."""
-    if base not in SERVERS or base in _BASES:
+    """Register ``name``: row ``base`` started with ``extra_args`` added to its CLI."""
+    if base not in SERVERS:
         raise ValueError(f"unknown server {base!r} for variant {name!r}")
     parent = SERVERS[base]
     if not parent.own_cli:
         raise ValueError(f"{base} has no command line to add arguments to")
     if name in SERVERS:
         raise ValueError(f"a server named {name!r} already exists")
-    spec = ServerSpec(
-        name,
-        f"{parent.description} + {' '.join(extra_args)}",
-        parent.modules,
-        parent.distribution,
-        parent.apps,
-        own_cli=True,
+    spec = dataclasses.replace(
+        parent,
+        name=name,
+        description=f"{parent.description} + {' '.join(extra_args)}",
         extra_args=(*parent.extra_args, *extra_args),
+        launcher=parent.base,
     )
-    _BASES[name] = base
     SERVERS[name] = spec
     return spec
