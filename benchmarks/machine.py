@@ -13,6 +13,7 @@ import platform
 import subprocess
 from collections.abc import Sequence
 
+import compiled
 from servers import PROJECT_ROOT, SERVERS, ServerSpec
 
 
@@ -68,6 +69,9 @@ def machine_info(specs: Sequence[ServerSpec], wrk: str | None) -> dict[str, str]
             info[base] = spec.version()
     if "wsgibridge" in bases and (commit := git_commit()):
         info["wsgibridge"] += f" (checkout {commit})"
+    for spec in specs:
+        if spec.compiled and spec.name == compiled.NAME:
+            info[spec.name] = compiled.describe(spec)
     for extra in ("flask", "webtest"):
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             info[extra] = importlib.metadata.version(extra)

@@ -13,6 +13,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import compiled
 from client import check_server
 from common import MIB, BenchError, Settings, base_name, module_available, out, say
 from procstat import children_cpu_seconds, system_busy_seconds
@@ -27,7 +28,7 @@ class Cell:
     run: int
     server: str
     scenario: str
-    outcome: str = "ok"  # ok, n/a, not installed, FAIL
+    outcome: str = "ok"  # ok, n/a, not installed, skipped, FAIL
     detail: str = ""
     rps: float = 0.0
     mibps: float = 0.0
@@ -53,6 +54,12 @@ def measure(spec: ServerSpec, scen: Scenario, run_no: int, st: Settings) -> Cell
     if not spec.supports(scen.app):
         cell.outcome = "n/a"
         return cell
+    if spec.compiled:
+        try:
+            compiled.check(spec)
+        except BenchError as exc:
+            cell.outcome, cell.detail = "FAIL", str(exc)
+            return cell
     with ServerProcess(spec, scen.app, st.server_cpus, st.workdir) as server:
         try:
             server.wait_ready()
@@ -134,6 +141,16 @@ def check_access_log(cell: Cell, path: str) -> None:
         )
 
 
+def row_missing(spec: ServerSpec, app: str) -> list[str]:
+    """What the row's interpreter lacks to serve ``app``."""
+    wanted = ["flask"] if app == "flask_hello" else []
+    if spec.skip:
+        return []
+    if spec.python:
+        return compiled.missing(spec, wanted)
+    return spec.missing() + [m for m in wanted if not module_available(m)]
+
+
 def run_matrix(
     specs: list[ServerSpec], scens: list[Scenario], run_no: int, st: Settings
 ) -> list[Cell]:
@@ -143,10 +160,10 @@ def run_matrix(
     order = specs if run_no % 2 else specs[::-1]
     for scen in scens:
         for spec in order:
-            missing = spec.missing() + (
-                ["flask"] if scen.app == "flask_hello" and not module_available("flask") else []
-            )
-            if missing and spec.supports(scen.app):
+            missing = row_missing(spec, scen.app)
+            if spec.skip:
+                cell = Cell(run_no, spec.name, scen.name, "skipped", spec.skip)
+            elif missing and spec.supports(scen.app):
                 cell = Cell(run_no, spec.name, scen.name, "not installed", ", ".join(missing))
             else:
                 cell = measure(spec, scen, run_no, st)
@@ -158,7 +175,7 @@ def run_matrix(
 
 
 def format_progress(cell: Cell, smoke: bool) -> str:
-    head = f"  [{cell.run}] {cell.scenario:12s} {cell.server:18s}"
+    head = f"  [{cell.run}] {cell.scenario:12s} {cell.server:19s}"
     if cell.outcome != "ok":
         return f"{head} {cell.outcome} {cell.detail}"
     if smoke:
@@ -190,6 +207,8 @@ def matrix_table(cells: list[Cell], baseline: str, smoke: bool) -> str:
         scen = SCENARIOS[c.scenario]
         if c.outcome != "ok":
             detail = c.detail.splitlines()[0][:90] if c.detail else ""
+            if c.outcome == "skipped":
+                detail = "see below the table"
             text = f"**{c.outcome}**" + (f": {detail}" if detail else "")
             lines.append(f"| {c.scenario} | {c.server} | {text} |" + " |" * 10)
             continue
@@ -277,6 +296,11 @@ def report_run(
     out(f"### Run {run_no} of {repeat}" if repeat > 1 else "### Results")
     out()
     out(matrix_table(cells, baseline, st.smoke))
+    skipped = {c.server: c.detail for c in cells if c.outcome == "skipped"}
+    if skipped:
+        out()
+        for server, why in skipped.items():
+            out(f"{server} skipped: {why}")
     if not st.smoke and (targets := targets_report(cells)):
         out()
         out("Targets of issue 6 for wsgibridge (its defaults, access log on), this run:")

@@ -41,16 +41,17 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import Any, NoReturn
 
+import compiled
 import idle
 import machine
 import matrix
 import servers
 import startstop
 import upload
-from common import Settings, module_available, out, say
+from common import BenchError, Settings, module_available, out, say
 from scenarios import SCENARIOS
 from serverproc import stop_all
-from servers import SERVERS
+from servers import SERVERS, ServerSpec
 
 
 def parse_cpus(text: str) -> set[int]:
@@ -75,6 +76,24 @@ def comma_list(text: str, known: Sequence[str], what: str) -> list[str]:
         if n not in known:
             usage_error(f"unknown {what} {n!r}; known: {', '.join(known)}")
     return names
+
+
+def usable_specs(specs: list[ServerSpec]) -> tuple[list[ServerSpec], bool]:
+    """For --idle and --upload-gib: the rows that can run; True if one is broken."""
+    kept, broken = [], False
+    for spec in specs:
+        try:
+            if spec.skip:
+                say(f"{spec.name} skipped: {spec.skip}")
+                continue
+            if spec.compiled:
+                compiled.check(spec)
+        except BenchError as exc:
+            say(f"FAIL {spec.name}: {exc}")
+            broken = True
+            continue
+        kept.append(spec)
+    return kept, broken
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,6 +142,14 @@ def build_parser() -> argparse.ArgumentParser:
         "CLI arguments, "
         "e.g. 'wsgibridge-w2=wsgibridge --workers 2'; then name it in --servers",
     )
+    p.add_argument(
+        "--compiled-python",
+        metavar="PATH",
+        default=compiled.default_python(),
+        help="the interpreter of the wsgibridge-compiled row, a venv with the compiled build "
+        f"(default: {compiled.shown(compiled.DEFAULT_PYTHON)} if it exists; without one "
+        "the row is skipped)",
+    )
     g = p.add_argument_group("extra measurements (instead of the matrix; combinable)")
     g.add_argument("--idle", type=int, metavar="N", help="N idle keep-alive connections open")
     g.add_argument("--idle-probes", type=int, default=50, help="new-connection requests (50)")
@@ -136,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    compiled.configure(args.compiled_python)  # before the variants, which copy it
     for text in args.variant:
         name, sep, rest = text.partition("=")
         words = shlex.split(rest)
@@ -161,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     if needs_wrk and wrk is None:
         usage_error("wrk is not installed: apt-get install -y wrk")
 
-    missing = {s.name: s.missing() for s in specs if s.missing()}
+    # Rows with an interpreter of their own are checked in it, row by row.
+    missing = {s.name: s.missing() for s in specs if not s.python and not s.skip and s.missing()}
     if missing and not args.smoke:
         text = "; ".join(f"{k} needs {', '.join(v)}" for k, v in missing.items())
         usage_error(
@@ -231,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
                 failed = failed or bad
         elif args.idle is not None or args.upload_gib is not None:
             out(pin.replace("wrk and this script", "This script (the client)"))
+            specs, bad = usable_specs(specs)
+            failed = failed or bad
         if args.idle is not None:
             bad = idle.report_idle(
                 specs, args.idle, args.idle_probes, args.idle_budget, settings, record

@@ -62,6 +62,22 @@ def child_setup(cpus: set[int] | None) -> Callable[[], None]:
     return setup
 
 
+def server_env(spec: ServerSpec) -> dict[str, str]:
+    """The environment a server runs in: the apps importable, and which wsgibridge.
+
+    With run.py's interpreter, this checkout's wsgibridge comes first on
+    ``PYTHONPATH``; another interpreter (``spec.python``) runs its own install.
+    """
+    env = dict(os.environ)
+    paths = [BENCH_DIR] if spec.python else [BENCH_DIR, PROJECT_ROOT]
+    if env.get("PYTHONPATH"):
+        paths.append(env["PYTHONPATH"])
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
 class ServerProcess:
     """One server under test, in its own session and process group."""
 
@@ -70,20 +86,14 @@ class ServerProcess:
         self.app = app
         self.port = free_port()
         self.access_log = spec.access_log_path(workdir, app, self.port)
-        self.argv = spec.command(sys.executable, HOST, self.port, app, self.access_log)
+        python = spec.python or sys.executable
+        self.argv = spec.command(python, HOST, self.port, app, self.access_log)
         self.logpath = os.path.join(workdir, f"{spec.name}-{app}-{self.port}.log")
-        env = dict(os.environ)
-        paths = [BENCH_DIR, PROJECT_ROOT]  # the apps, and this checkout's wsgibridge
-        if env.get("PYTHONPATH"):
-            paths.append(env["PYTHONPATH"])
-        env["PYTHONPATH"] = os.pathsep.join(paths)
-        env["PYTHONUNBUFFERED"] = "1"
-        env["PYTHONDONTWRITEBYTECODE"] = "1"
         with open(self.logpath, "wb") as logfile:
             self.proc = subprocess.Popen(
                 self.argv,
                 cwd=BENCH_DIR,
-                env=env,
+                env=server_env(spec),
                 stdin=subprocess.DEVNULL,
                 stdout=logfile,
                 stderr=subprocess.STDOUT,

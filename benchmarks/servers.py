@@ -43,6 +43,9 @@ class ServerSpec:
     extra_args: tuple[str, ...] = field(default=())  # appended by --variant
     launcher: str = ""  # the server this row starts ("": its own name)
     access_log: bool = False  # wsgibridge: log every request to a file (else --no-access-log)
+    compiled: bool = False  # wsgibridge: must be the compiled build (checked before each row)
+    python: str | None = None  # another interpreter, running its own install (None: run.py's)
+    skip: str = ""  # why this row cannot run here (then it is skipped, not failed)
 
     def access_log_path(self, workdir: str, app: str, port: int) -> str | None:
         """Where this row's access log goes (None: it has none)."""
@@ -155,6 +158,18 @@ SERVERS: dict[str, ServerSpec] = {
             "wsgibridge",
             own_cli=True,
             access_log=True,
+        ),
+        ServerSpec(
+            "wsgibridge-compiled",
+            "the wsgibridge row run by the interpreter of a compiled build "
+            "(WSGIBRIDGE_COMPILE=1 pip install .; --compiled-python)",
+            ("wsgibridge",),
+            "wsgibridge",
+            own_cli=True,
+            launcher="wsgibridge",
+            access_log=True,
+            compiled=True,
+            skip="no compiled build configured",  # until run.py configures it
         ),
         ServerSpec(
             "wsgibridge-nolog",

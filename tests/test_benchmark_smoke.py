@@ -68,7 +68,8 @@ def assert_ran(proc: subprocess.CompletedProcess[str]) -> None:
     shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)"
 )
 def test_smoke_matrix_prints_every_row() -> None:
-    servers = ["wsgibridge", "wsgibridge-nolog", *installed_peers()]
+    # wsgibridge-compiled runs if .venv-compiled has the compiled build, else is skipped.
+    servers = ["wsgibridge", "wsgibridge-nolog", "wsgibridge-compiled", *installed_peers()]
     scenarios = ["hello-ka", "nolen-ka"]
     proc = run_bench("--smoke", "--scenarios", ",".join(scenarios), "--servers", ",".join(servers))
     assert_ran(proc)
