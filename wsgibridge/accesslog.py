@@ -1,10 +1,9 @@
-"""Access log lines from a template of named fields, and the sink they are written to.
+"""Access log lines from a template of named fields.
 
 Pure formatting: an :class:`AccessRecord` (what the handler knows once a
 response is over) goes through an :class:`AccessLogFormat` (a template compiled
-once) and comes out as one line.  :func:`open_sink` makes the
-``logging.Handler`` the line is written through; nothing here configures a
-logger.
+once) and comes out as one line.  Where the line goes is
+``serving/accesssink.py``'s business; nothing here writes or configures a logger.
 
 A template is text with ``{field}`` placeholders; ``{{`` and ``}}`` are literal
 braces.  :data:`DEFAULT_FORMAT` is the line wsgibridge has always written::
@@ -56,14 +55,10 @@ control characters above are every non-printing character a client can send.
 
 from __future__ import annotations
 
-import logging
-import logging.handlers
 import os
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from io import TextIOWrapper
 from operator import attrgetter
 
 from .http.grammar import TCHARS
@@ -92,9 +87,14 @@ def escape_value(text: str) -> str:
     return text.translate(_VALUE_ESCAPES)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class AccessRecord:
-    """What the access log knows about one finished request (all text raw, unescaped)."""
+    """What the access log knows about one finished request (all text raw, unescaped).
+
+    One is made per request, so it is not frozen: a frozen dataclass sets each
+    field through ``object.__setattr__``, which made building it cost three
+    times as much.  Observers receive it to read, not to change.
+    """
 
     client: str  # REMOTE_ADDR (after proxy rewriting)
     remote_port: str
@@ -313,46 +313,3 @@ class AccessLogFormat:
 
     def __repr__(self) -> str:
         return f"AccessLogFormat({self.template!r})"
-
-
-# -- sinks -----------------------------------------------------------------------------------
-
-LOG_FILE_MODE = 0o640
-
-
-class _AccessFileHandler(logging.handlers.WatchedFileHandler):
-    """Appends to a file, created ``0o640`` (less if the umask says so), line-buffered.
-
-    Reopened when the file is moved or removed (logrotate without
-    ``copytruncate``), as ``WatchedFileHandler`` does.
-    """
-
-    def _open(self) -> TextIOWrapper:
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
-        fd = os.open(self.baseFilename, flags, LOG_FILE_MODE)
-        try:
-            return open(fd, "a", buffering=1, encoding=self.encoding, errors=self.errors)
-        except BaseException:
-            os.close(fd)
-            raise
-
-
-def open_sink(target: str = "stderr") -> logging.Handler:
-    """A logging handler for the access log: "stderr" (default), "stdout", or a file path
-    (appended, line-buffered, created with 0o640 if missing). Its formatter is "%(message)s".
-
-    ``"-"`` also means stdout (gunicorn's spelling).  The standard streams are
-    the ones current when the sink is opened; closing the handler closes a file,
-    never a standard stream.
-    """
-    handler: logging.Handler
-    if target == "stderr":
-        handler = logging.StreamHandler(sys.stderr)
-    elif target in ("stdout", "-"):
-        handler = logging.StreamHandler(sys.stdout)
-    elif not target:
-        raise ValueError("the access log target is empty (use stderr, stdout or a file path)")
-    else:
-        handler = _AccessFileHandler(target, mode="a", encoding="utf-8", errors="backslashreplace")
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    return handler

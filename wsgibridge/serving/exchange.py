@@ -18,6 +18,7 @@ from ..config import Config
 from ..http.body import InputStream
 from ..http.parser import RequestHead
 from ..http.response import ResponseWriter
+from .accesssink import direct_sink
 
 access_log = logging.getLogger("wsgibridge.access")
 error_log = logging.getLogger("wsgibridge.error")
@@ -153,13 +154,22 @@ class ExchangeLogging:
 
     def _write_access(self) -> None:
         server = self.server
-        logging_on = server.config.access_log and access_log.isEnabledFor(logging.INFO)
-        if not logging_on and not server.observers:
+        observers = server.observers
+        sink = None
+        logging_on = False
+        if server.config.access_log:
+            # Straight to the sink while it is the logger's only handler (the
+            # CLI's and serve()'s set-up); else a LogRecord, as logging wants.
+            sink = direct_sink(access_log)
+            logging_on = sink is None and access_log.isEnabledFor(logging.INFO)
+        if sink is None and not logging_on and not observers:
             return
         record = self.access_record()  # a hook: a subclass may add to the record
-        if logging_on:
+        if sink is not None:
+            sink.write_line(server.access_format.render(record))
+        elif logging_on:
             access_log.info("%s", server.access_format.render(record))
-        for observer in server.observers:
+        for observer in observers:
             observer(record)
 
     def access_record(self) -> AccessRecord:

@@ -34,6 +34,7 @@ from types import FrameType
 from typing import Protocol
 
 from ..config import Config
+from .accesssink import flush_all
 from .listen import close_listener, listener_address
 
 log = logging.getLogger("wsgibridge.server")
@@ -219,6 +220,7 @@ class Arbiter:
         except BaseException:
             log.exception("worker %d failed", os.getpid())
         finally:
+            flush_all()  # os._exit skips logging.shutdown(): write the last access lines
             os._exit(code)
 
     def _worker(self, masked: set[int | signal.Signals]) -> int:

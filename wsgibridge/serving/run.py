@@ -19,8 +19,8 @@ from types import FrameType
 from typing import Any
 
 from .._types import WSGIApp
-from ..accesslog import open_sink
 from ..config import Config
+from .accesssink import open_sink
 from .handler import WSGIRequestHandler
 from .prefork import serve_prefork
 from .server import WSGIServer, build_config, open_listeners

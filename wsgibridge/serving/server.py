@@ -34,6 +34,7 @@ from ..accesslog import AccessLogFormat, AccessRecord
 from ..config import Config
 from ..errors import ConfigError
 from ..http.trusted import TrustedProxies
+from .accesssink import flush_all
 from .binds import parse_bind
 from .connection import Connections
 from .handler import WSGIRequestHandler
@@ -279,6 +280,7 @@ class WSGIServer:
         self.reactor.close_listeners()
         self.reactor.close()
         self.connections.source.close()
+        flush_all()  # the access lines of the last requests, on disk when the stop returns
         self._closed = True
 
     def stop(self, timeout: float | None = None) -> None:
