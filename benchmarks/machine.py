@@ -14,6 +14,7 @@ import subprocess
 from collections.abc import Sequence
 
 import compiled
+import steal
 from servers import PROJECT_ROOT, SERVERS, ServerSpec
 
 
@@ -61,6 +62,7 @@ def machine_info(specs: Sequence[ServerSpec], wrk: str | None) -> dict[str, str]
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "wrk": wrk_version(wrk),
         "load": "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg()),
+        "steal": steal.text(steal.since_boot(steal.sample())),
     }
     bases = {spec.base for spec in specs}
     for base in sorted(bases):
@@ -80,9 +82,17 @@ def machine_info(specs: Sequence[ServerSpec], wrk: str | None) -> dict[str, str]
 
 def machine_line(info: dict[str, str]) -> str:
     tools = ", ".join(
-        f"{k} {v}" for k, v in info.items() if k not in ("cpu", "cpus", "kernel", "load")
+        f"{k} {v}" for k, v in info.items() if k not in ("cpu", "cpus", "kernel", "load", "steal")
     )
     return (
         f"Machine: {info['cpu']}, {info['cpus']} CPUs, Linux {info['kernel']}, "
-        f"load average at start {info['load']}; {tools}"
+        f"load average at start {info['load']}, steal time since boot {info['steal']}; {tools}"
+    )
+
+
+def steal_line(pct: float | None) -> str:
+    """The machine's steal time over the whole run, printed when it ends."""
+    return (
+        f"Machine, over the whole run: steal time {steal.text(pct)} of all CPU time "
+        "(/proc/stat at start and end; per row: the steal column)"
     )

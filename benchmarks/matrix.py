@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import compiled
+import steal
 from client import check_server
 from common import MIB, BenchError, Settings, base_name, module_available, out, say
 from procstat import children_cpu_seconds, system_busy_seconds
@@ -40,6 +41,7 @@ class Cell:
     cpu_us_per_request: float = 0.0
     server_cpu_pct: float = 0.0
     other_cpu_pct: float = 0.0
+    steal_pct: float | None = None  # of all CPU time during the measured run (None: n/a)
     peak_rss_mib: float = 0.0
     framing: str = ""
     eof_ends: int = 0  # wrk "read errors" that are the ends of EOF-delimited responses
@@ -67,6 +69,7 @@ def measure(spec: ServerSpec, scen: Scenario, run_no: int, st: Settings) -> Cell
             verify = write_wrk_script(st.workdir, scen, verify=True)
             fast = write_wrk_script(st.workdir, scen, verify=False)
             # The warm-up checks every response; in --smoke it is the measured run.
+            ticks0 = steal.sample()
             first = run_wrk(
                 st.wrk,
                 server.port,
@@ -86,6 +89,7 @@ def measure(spec: ServerSpec, scen: Scenario, run_no: int, st: Settings) -> Cell
             if st.smoke:
                 result, cpu, wall, other = first, 0.0, first.seconds, 0.0
             else:
+                ticks0 = steal.sample()
                 busy0, wrk0 = system_busy_seconds(), children_cpu_seconds()
                 cpu0, t0 = server.cpu_seconds(), time.monotonic()
                 result = run_wrk(
@@ -101,6 +105,7 @@ def measure(spec: ServerSpec, scen: Scenario, run_no: int, st: Settings) -> Cell
                 wrk_cpu = children_cpu_seconds() - wrk0
                 other = max(0.0, system_busy_seconds() - busy0 - cpu - wrk_cpu)
                 cell.eof_ends = eof_ends(result, st.connections, cell.framing)
+            cell.steal_pct = steal.percent(ticks0, steal.sample())
             cell.errors = result.errors
             if any(result.errors.values()):
                 raise BenchError(f"wrk counted errors: {error_text(result.errors)}")
@@ -183,7 +188,7 @@ def format_progress(cell: Cell, smoke: bool) -> str:
     return (
         f"{head} {cell.rps:9,.0f} req/s {cell.mibps:8,.1f} MiB/s  p99 {cell.p99_ms:6.2f} ms"
         f"  {cell.cpu_us_per_request:5.0f} us/req  {cell.peak_rss_mib:5.1f} MiB"
-        f"  other {cell.other_cpu_pct:3.0f}%"
+        f"  other {cell.other_cpu_pct:3.0f}%  steal {steal.text(cell.steal_pct)}"
     )
 
 
@@ -200,8 +205,8 @@ def matrix_table(cells: list[Cell], baseline: str, smoke: bool) -> str:
 
     lines = [
         f"| scenario | server | req/s | MiB/s | p50 ms | p99 ms | errors | CPU µs/req "
-        f"| peak RSS MiB | response | other CPU | vs {baseline} | vs bhrh |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
+        f"| peak RSS MiB | response | other CPU | steal | vs {baseline} | vs bhrh |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
     for c in cells:
         scen = SCENARIOS[c.scenario]
@@ -210,7 +215,7 @@ def matrix_table(cells: list[Cell], baseline: str, smoke: bool) -> str:
             if c.outcome == "skipped":
                 detail = "see below the table"
             text = f"**{c.outcome}**" + (f": {detail}" if detail else "")
-            lines.append(f"| {c.scenario} | {c.server} | {text} |" + " |" * 10)
+            lines.append(f"| {c.scenario} | {c.server} | {text} |" + " |" * 11)
             continue
         vs_bhrh = "-"
         if base_name(c.server) == "wsgibridge":
@@ -221,7 +226,8 @@ def matrix_table(cells: list[Cell], baseline: str, smoke: bool) -> str:
         lines.append(
             f"| {c.scenario} | {c.server} | {c.rps:,.0f} | {c.mibps:,.1f} | {c.p50_ms:.2f} "
             f"| {c.p99_ms:.2f} | {errors} | {cpu} | {c.peak_rss_mib:.1f} "
-            f"| {c.framing} | {other} | {ratio(c.rate(scen.unit), base_rate(baseline, scen))} "
+            f"| {c.framing} | {other} | {steal.text(c.steal_pct)} "
+            f"| {ratio(c.rate(scen.unit), base_rate(baseline, scen))} "
             f"| {vs_bhrh} |"
         )
     return "\n".join(lines)

@@ -47,6 +47,7 @@ import machine
 import matrix
 import servers
 import startstop
+import steal
 import upload
 from common import BenchError, Settings, module_available, out, say
 from scenarios import SCENARIOS
@@ -221,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = tempfile.mkdtemp(prefix="wsgibridge-bench-")
     if args.idle:
         idle.raise_fd_limit(args.idle + 256)
+    ticks_at_start = steal.sample()
     info = machine.machine_info(specs, wrk)
     record: dict[str, Any] = {"machine": info, "args": vars(args)}
     failed = interrupted = False
@@ -279,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stop_all()
         shutil.rmtree(workdir, ignore_errors=True)
+        record["steal_run_pct"] = steal.percent(ticks_at_start, steal.sample())
+        out()
+        out(machine.steal_line(record["steal_run_pct"]))
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(record, f, indent=1, default=str)

@@ -1,8 +1,9 @@
 """The project's benchmark (``benchmarks/run.py``) still runs: smoke runs of seconds.
 
-Nothing here asserts a speed.  Each test runs the script as a subprocess, as
-a user would, and checks that it finished, printed every row it was asked
-for and exited 0 (any wrk error, non-2xx or wrong body makes it exit 1).
+Nothing here asserts a speed.  Each smoke test runs the script as a
+subprocess, as a user would, and checks that it finished, printed every row
+it was asked for and exited 0 (any wrk error, non-2xx or wrong body makes it
+exit 1).  The steal-time reader is tested directly.
 """
 
 from __future__ import annotations
@@ -20,6 +21,11 @@ pytestmark = pytest.mark.integration  # cross-cutting: run or skip as a group
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = ROOT / "benchmarks" / "run.py"
+# The benchmark's modules import each other by plain name (run.py puts its folder first).
+sys.path.append(str(ROOT / "benchmarks"))
+
+import steal  # noqa: E402
+
 STDLIB_PEERS = ("wsgiref", "bhrh")  # always available
 OPTIONAL_PEERS = ("werkzeug", "waitress", "cheroot", "gunicorn", "granian")
 
@@ -103,3 +109,21 @@ def test_smoke_upload() -> None:
     assert_ran(proc)
     bodies = {row[1] for row in table_rows(proc.stdout) if row[0] == "wsgibridge"}
     assert bodies == {"Content-Length", "chunked (64 KiB chunks)"}, proc.stdout
+
+
+PROC_STAT = """cpu  {user} 10 300 5000 40 0 20 {steal} 0 0
+cpu0 600 5 150 2500 20 0 10 5 0 0
+intr 12345
+"""
+
+
+def test_steal_is_read_from_the_cpu_line_of_proc_stat() -> None:
+    start = steal.parse(PROC_STAT.format(user=1000, steal=10))
+    end = steal.parse(PROC_STAT.format(user=1090, steal=20))
+    assert start == steal.CpuTicks(steal=10, total=1000 + 10 + 300 + 5000 + 40 + 20 + 10)
+    assert end is not None and end.total - start.total == 100
+    assert steal.percent(start, end) == pytest.approx(10.0)  # 10 of 100 ticks stolen
+    assert steal.text(steal.percent(start, end)) == "10.0%"
+    assert steal.parse("cpu  1 2 3 4 5 6 7\n") is None  # no steal column
+    assert steal.parse("intr 1\n") is None
+    assert steal.percent(None, end) is None and steal.text(None) == "n/a"
