@@ -23,6 +23,8 @@ from serverproc import ServerProcess
 from servers import ServerSpec
 from wrk import eof_ends, error_text, run_wrk, write_wrk_script
 
+Ratio = float | None
+
 
 @dataclass
 class Cell:
@@ -192,34 +194,43 @@ def format_progress(cell: Cell, smoke: bool) -> str:
     )
 
 
-def ratio(value: float, base: float | None) -> str:
-    return f"{value / base:.2f}x" if base else "-"
+def ratios(cells: list[Cell], baseline: str) -> dict[tuple[str, str], tuple[Ratio, Ratio]]:
+    """Each measured row's (vs baseline, vs bhrh) in this run, keyed by (server, scenario).
+
+    A ratio is the row's req/s (MiB/s for big-ka) over the other row's in the
+    same run; None without that row.  vs bhrh is only for wsgibridge rows.
+    """
+    rates = {
+        (c.server, c.scenario): c.rate(SCENARIOS[c.scenario].unit)
+        for c in cells
+        if c.outcome == "ok"
+    }
+    result: dict[tuple[str, str], tuple[Ratio, Ratio]] = {}
+    for (server, scenario), rate in rates.items():
+        base = rates.get((baseline, scenario))
+        bhrh = rates.get(("bhrh", scenario)) if base_name(server) == "wsgibridge" else None
+        result[(server, scenario)] = (rate / base if base else None, rate / bhrh if bhrh else None)
+    return result
+
+
+def ratio_text(value: Ratio) -> str:
+    return "-" if value is None else f"{value:.2f}x"
 
 
 def matrix_table(cells: list[Cell], baseline: str, smoke: bool) -> str:
-    def base_rate(server: str, scen: Scenario) -> float | None:
-        for c in cells:
-            if c.server == server and c.scenario == scen.name and c.outcome == "ok":
-                return c.rate(scen.unit)
-        return None
-
+    vs = ratios(cells, baseline)
     lines = [
         f"| scenario | server | req/s | MiB/s | p50 ms | p99 ms | errors | CPU µs/req "
         f"| peak RSS MiB | response | other CPU | steal | vs {baseline} | vs bhrh |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
     for c in cells:
-        scen = SCENARIOS[c.scenario]
         if c.outcome != "ok":
-            detail = c.detail.splitlines()[0][:90] if c.detail else ""
-            if c.outcome == "skipped":
-                detail = "see below the table"
-            text = f"**{c.outcome}**" + (f": {detail}" if detail else "")
-            lines.append(f"| {c.scenario} | {c.server} | {text} |" + " |" * 11)
+            lines.append(
+                f"| {c.scenario} | {c.server} | {outcome_text(c.outcome, c.detail)} |" + " |" * 11
+            )
             continue
-        vs_bhrh = "-"
-        if base_name(c.server) == "wsgibridge":
-            vs_bhrh = ratio(c.rate(scen.unit), base_rate("bhrh", scen))
+        vs_base, vs_bhrh = vs[(c.server, c.scenario)]
         cpu = "-" if smoke else f"{c.cpu_us_per_request:.0f}"
         errors = error_text(c.errors) + (f" (+{c.eof_ends} EOF ends)" if c.eof_ends else "")
         other = "-" if smoke else f"{c.other_cpu_pct:.0f}%"
@@ -227,10 +238,17 @@ def matrix_table(cells: list[Cell], baseline: str, smoke: bool) -> str:
             f"| {c.scenario} | {c.server} | {c.rps:,.0f} | {c.mibps:,.1f} | {c.p50_ms:.2f} "
             f"| {c.p99_ms:.2f} | {errors} | {cpu} | {c.peak_rss_mib:.1f} "
             f"| {c.framing} | {other} | {steal.text(c.steal_pct)} "
-            f"| {ratio(c.rate(scen.unit), base_rate(baseline, scen))} "
-            f"| {vs_bhrh} |"
+            f"| {ratio_text(vs_base)} | {ratio_text(vs_bhrh)} |"
         )
     return "\n".join(lines)
+
+
+def outcome_text(outcome: str, detail: str) -> str:
+    """A row without numbers: its outcome in bold, and the first line of why."""
+    first = detail.splitlines()[0][:90] if detail else ""
+    if outcome == "skipped":
+        first = "see below the table"
+    return f"**{outcome}**" + (f": {first}" if first else "")
 
 
 # The issue's targets for wsgibridge: (scenario, against, minimum ratio).
@@ -293,8 +311,8 @@ def report_run(
     baseline: str,
     st: Settings,
     record: dict[str, Any],
-) -> bool:
-    """Run ``run_no`` of ``repeat``: measure it, print its table; True if a row failed."""
+) -> list[Cell]:
+    """Run ``run_no`` of ``repeat``: measure it, print its table, return its rows."""
     say(f"run {run_no} of {repeat}")
     cells = run_matrix(specs, scens, run_no, st)
     record.setdefault("matrix", []).extend(asdict(c) for c in cells)
@@ -312,7 +330,7 @@ def report_run(
         out("Targets of issue 6 for wsgibridge (its defaults, access log on), this run:")
         for line in targets:
             out(f"- {line}")
-    bad = [c for c in cells if c.outcome == "FAIL"]
-    for c in bad:
-        say(f"FAIL {c.server} {c.scenario}: {c.detail}")
-    return bool(bad)
+    for c in cells:
+        if c.outcome == "FAIL":
+            say(f"FAIL {c.server} {c.scenario}: {c.detail}")
+    return cells

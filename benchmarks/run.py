@@ -45,6 +45,7 @@ import compiled
 import idle
 import machine
 import matrix
+import median
 import servers
 import startstop
 import steal
@@ -121,7 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--connections", type=int, default=16, help="wrk connections (16)")
     p.add_argument("--timeout", type=float, default=2.0, help="wrk request timeout, s (2)")
     p.add_argument("--baseline", default="waitress", help="server of the ratio column (waitress)")
-    p.add_argument("--repeat", type=int, default=1, help="run the matrix N times, one table each")
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run the matrix N times, one table each, then (N > 1) a table of their medians",
+    )
     p.add_argument("--json", metavar="FILE", help="also write every measurement to FILE")
     p.add_argument("--no-pin", action="store_true", help="do not pin wrk and the servers to CPUs")
     p.add_argument(
@@ -255,11 +261,15 @@ def main(argv: list[str] | None = None) -> int:
             )
             out(f"wrk -t1 -c{args.connections} --timeout {args.timeout:g}s, {what} per row; {pin}")
             scens = [SCENARIOS[n] for n in scen_names]
+            runs = []
             for run_no in range(1, args.repeat + 1):
-                bad = matrix.report_run(
+                cells = matrix.report_run(
                     specs, scens, run_no, args.repeat, args.baseline, settings, record
                 )
-                failed = failed or bad
+                runs.append(cells)
+                failed = failed or any(c.outcome == "FAIL" for c in cells)
+            if len(runs) > 1:
+                median.report_median(runs, args.baseline, args.smoke, record)
         elif args.idle is not None or args.upload_gib is not None:
             out(pin.replace("wrk and this script", "This script (the client)"))
             specs, bad = usable_specs(specs)
