@@ -152,8 +152,8 @@ SERVERS: dict[str, ServerSpec] = {
     for spec in (
         ServerSpec(
             "wsgibridge",
-            "python -m wsgibridge, defaults (8 threads, 1 process, the access log on: "
-            "one line per request, to a file by --access-log-file)",
+            "python -m wsgibridge, its defaults: 8 threads, 1 process, the access log on, "
+            "one line per request to a file (--access-log-file)",
             ("wsgibridge",),
             "wsgibridge",
             own_cli=True,
@@ -161,8 +161,8 @@ SERVERS: dict[str, ServerSpec] = {
         ),
         ServerSpec(
             "wsgibridge-compiled",
-            "the wsgibridge row run by the interpreter of a compiled build "
-            "(WSGIBRIDGE_COMPILE=1 pip install .; --compiled-python)",
+            "the wsgibridge row run by the interpreter of a compiled build: "
+            "WSGIBRIDGE_COMPILE=1 pip install . in a venv, see --compiled-python",
             ("wsgibridge",),
             "wsgibridge",
             own_cli=True,
@@ -196,8 +196,9 @@ SERVERS: dict[str, ServerSpec] = {
         ),
         ServerSpec(
             "granian",
-            "granian --interface wsgi --workers 1, defaults (Rust HTTP on 1 runtime thread; "
-            "the app on blocking threads started on demand, at most 512): the native reference",
+            "granian --interface wsgi --workers 1, its defaults: HTTP in Rust on 1 runtime "
+            "thread, the app on blocking threads started on demand, at most 512; "
+            "the native reference",
             ("granian",),
             "granian",
             own_cli=True,
