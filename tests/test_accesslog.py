@@ -495,3 +495,23 @@ def test_render_never_raises_and_never_lets_a_control_character_through(
     assert not has_control(line)
     # The template's 16 quotes are the only unescaped ones.
     assert line.replace("\\\\", "").replace('\\"', "").count('"') == 16
+
+
+# The default template spelled with one more character: the compiled-template path.
+_DEFAULT_COMPILED = AccessLogFormat(DEFAULT_FORMAT + "|")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    client=_text,
+    request_line=_text | _latin1,
+    status=st.integers(0, 999),
+    bytes_sent=st.integers(0, 2**63),
+    duration=st.floats(0, 1e6),
+    timestamp=st.floats(0, 2**32),
+)
+def test_the_default_line_written_out_is_the_compiled_templates_line(**fields: Any) -> None:
+    """The default line has its own renderer (it is written per request by every default
+    server); it must say exactly what the template's fields say."""
+    rec = record(**fields)
+    assert AccessLogFormat(DEFAULT_FORMAT).render(rec) + "|" == _DEFAULT_COMPILED.render(rec)

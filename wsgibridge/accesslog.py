@@ -61,6 +61,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
 
+from ._mypyc import mypyc_attr
 from .http.grammar import TCHARS
 
 DEFAULT_FORMAT = '{client} - - [{time}] "{request}" {status} {bytes} {duration_ms}ms'
@@ -87,6 +88,7 @@ def escape_value(text: str) -> str:
     return text.translate(_VALUE_ESCAPES)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 @dataclass(slots=True, kw_only=True)
 class AccessRecord:
     """What the access log knows about one finished request (all text raw, unescaped).
@@ -282,6 +284,15 @@ def _parse(template: str) -> tuple[list[str], list[tuple[str, _Getter]]]:
     return literals, fields
 
 
+def _render_default(r: AccessRecord) -> str:
+    """:data:`DEFAULT_FORMAT`'s line, written out: the same fields and escaping, without
+    a call per field (the line every default server writes per request)."""
+    return (
+        f"{escape_value(r.client)} - - [{_seconds.get(r.timestamp)[1]}]"
+        f' "{escape_value(r.request_line)}" {r.status} {r.bytes_sent} {r.duration * 1000:.2f}ms'
+    )
+
+
 class AccessLogFormat:
     """An access log template compiled once; :meth:`render` makes one line of it.
 
@@ -304,6 +315,8 @@ class AccessLogFormat:
 
     def render(self, record: AccessRecord) -> str:
         """The log line for ``record`` (no trailing newline)."""
+        if self.template is DEFAULT_FORMAT or self.template == DEFAULT_FORMAT:
+            return _render_default(record)
         out = [self._first]
         append = out.append
         for getter, literal in self._pairs:
