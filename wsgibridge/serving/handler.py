@@ -77,6 +77,9 @@ class ServerContext(Protocol):
     trusted_proxies: TrustedProxies
     access_format: AccessLogFormat
     observers: list[Callable[[AccessRecord], None]]
+    # True when every connection inherits TCP_NODELAY and the kernel timeouts
+    # from its listener (stream.prepare_listener), so the handler sets none.
+    socket_options_inherited: bool
 
     @property
     def stopping(self) -> bool: ...
@@ -120,12 +123,14 @@ class WSGIRequestHandler(ConnectionStream, ExchangeLogging, BaseHTTPRequestHandl
     def setup(self) -> None:
         sock = self.connection = self.request
         config = self.server.config
-        family = sock.family
-        if family == socket.AF_INET or family == socket.AF_INET6:
-            # Each response chunk leaves in one write; don't let Nagle hold it
-            # back waiting for the client's delayed ACK.
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.open_stream(sock, config)
+        preset = self.server.socket_options_inherited
+        if not preset:
+            family = sock.family
+            if family == socket.AF_INET or family == socket.AF_INET6:
+                # Each response chunk leaves in one write; don't let Nagle hold
+                # it back waiting for the client's delayed ACK.
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.open_stream(sock, config, preset)
         self.close_connection = False
         self.waiting = False  # handle() returned to wait for more bytes
         self.requests_served = 0

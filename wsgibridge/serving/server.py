@@ -21,6 +21,7 @@ made with ``make_server`` never touches the host program's signals.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import socket
 import ssl
@@ -42,6 +43,7 @@ from .listen import close_listener, listener_address, open_bind, systemd_listene
 from .pool import WorkerPool
 from .reactor import Reactor
 from .readiness import HAS_EPOLL, ready_source
+from .stream import prepare_listener
 from .tls import make_ssl_context
 
 log = logging.getLogger("wsgibridge.server")
@@ -110,6 +112,8 @@ class WSGIServer:
         self.listeners = list(sockets) if sockets is not None else open_listeners(config)
         for listener in self.listeners:
             listener.setblocking(False)
+        inherited = [prepare_listener(listener, config) for listener in self.listeners]
+        self.socket_options_inherited = bool(inherited) and all(inherited)
         # Remembered now: they stay true after the listeners close.
         self.addresses = [listener_address(listener) for listener in self.listeners]
         tcp = [
@@ -119,6 +123,13 @@ class WSGIServer:
         ]
         self.host: str = str(tcp[0][0]) if tcp else ""
         self.port: int = int(tcp[0][1]) if tcp else 0
+        # One listener on one address: every connection's local address is its
+        # address (a wildcard one is asked per connection: any interface).
+        self._fixed_local: tuple[str, str] | None = None
+        if len(self.listeners) == 1 and len(tcp) == 1:
+            address = ipaddress.ip_address(self.host.partition("%")[0])
+            if not address.is_unspecified:
+                self._fixed_local = (self.host, str(self.port))
         epoll = HAS_EPOLL if use_epoll is None else use_epoll
         self.reactor = Reactor(self, self.listeners, epoll)
         # Parked connections: in an epoll the workers wait on themselves, or
@@ -159,6 +170,8 @@ class WSGIServer:
 
     def local_address(self, sock: socket.socket) -> tuple[str, str]:
         """(SERVER_NAME, SERVER_PORT) for a connection: the address it came in on."""
+        if self._fixed_local is not None:
+            return self._fixed_local
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             name, port = sock.getsockname()[:2]
             return str(name), str(port)

@@ -41,6 +41,27 @@ def _timeval(seconds: float) -> bytes:
     return struct.pack("@ll", whole, int((seconds - whole) * 1_000_000))
 
 
+def prepare_listener(listener: socket.socket, config: Config) -> bool:
+    """Set on a listener what :meth:`ConnectionStream.open_stream` would set on each
+    connection: ``TCP_NODELAY`` and the kernel timeouts.
+
+    True when the connections it accepts inherit them (TCP on Linux, which
+    copies the listener's options into every accepted socket): the handler
+    then skips three system calls per connection.  False elsewhere, for a
+    Unix socket (whose connections start with the defaults), or when the
+    kernel refuses an option.
+    """
+    if not KERNEL_TIMEOUTS or listener.family not in (socket.AF_INET, socket.AF_INET6):
+        return False
+    try:
+        listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(config.read_timeout))
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(config.write_timeout))
+    except OSError:
+        return False
+    return True
+
+
 class StreamServer(Protocol):
     """What the stream needs of its server: the timeouts and the parser's limits."""
 
@@ -59,16 +80,23 @@ class ConnectionStream:
     close_connection: bool
     waiting: bool
 
-    def open_stream(self, sock: socket.socket, config: Config) -> None:
-        """Set the socket's timeouts up and make ``rfile``/``wfile`` over it."""
+    def open_stream(self, sock: socket.socket, config: Config, preset: bool = False) -> None:
+        """Set the socket's timeouts up and make ``rfile``/``wfile`` over it.
+
+        ``preset``: the kernel timeouts came with the socket from its listener
+        (:func:`prepare_listener`).
+        """
         self._timeout = config.read_timeout
         self._kernel_timeouts = KERNEL_TIMEOUTS and not isinstance(sock, ssl.SSLSocket)
         self._split_timeouts = False
         recv: Callable[[int], bytes]
         if self._kernel_timeouts:
-            sock.settimeout(None)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(config.read_timeout))
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(config.write_timeout))
+            if sock.gettimeout() is not None:  # socket.setdefaulttimeout() was called
+                sock.settimeout(None)
+            if not preset:
+                rcv, snd = _timeval(config.read_timeout), _timeval(config.write_timeout)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, rcv)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, snd)
             recv = self._recv_kernel_timed
         else:
             sock.settimeout(self._timeout)
