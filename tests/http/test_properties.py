@@ -42,6 +42,7 @@ from hypothesis import strategies as st
 from wsgibridge import WSGIServer
 from wsgibridge._types import Environ, StartResponse
 from wsgibridge.errors import ClientDisconnected, HTTPError
+from wsgibridge.http import grammar, parser
 from wsgibridge.http.body import ChunkedInput, ContentLengthInput, InputStream
 from wsgibridge.http.parser import FORBIDDEN_TRAILERS, Limits, read_request_head
 from wsgibridge.http.reader import SocketReader
@@ -628,3 +629,48 @@ def test_hostile_bytes_live(caplog: pytest.LogCaptureFixture) -> None:
             if record.name == "wsgibridge.server" and "unexpected error" in record.getMessage()
         ]
         assert not died, [record.getMessage() for record in died]
+
+
+# -- the header section's one-pass check agrees with the line-by-line one ----------------
+
+_FIELD_BYTES = st.sampled_from(
+    [b"a", b"Host", b"X-1", b":", b" ", b"\t", b"\r", b"\n", b"\x00", b"\x7f", b"\xe9", b"v", b","]
+)
+_FIELD_LINE = st.lists(_FIELD_BYTES, max_size=12).map(b"".join)
+
+
+def _line_by_line(head: bytes) -> list[tuple[str, str]] | HTTPError:
+    """parse_head's answer when it must take the line-by-line path (the fast check off)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(parser, "FIELD_SECTION", re.compile(b"(?!)"))  # never matches
+        try:
+            return parser.parse_head(head, Limits()).headers
+        except HTTPError as exc:
+            return exc
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(_FIELD_LINE, max_size=5))
+@example([b"Host: x", b" folded"])
+@example([b"Name : v"])
+@example([b"A:\tb\t"])
+def test_the_one_pass_check_and_the_line_by_line_parse_agree(lines: list[bytes]) -> None:
+    """A header section the one-pass FIELD_SECTION check lets through has only lines
+    that the line-by-line parse accepts, and parse_head answers the same (the same
+    fields, or the same refusal with the same reason) whichever path it takes."""
+    head = b"GET / HTTP/1.0\r\n" + b"".join(line + b"\r\n" for line in lines) + b"\r\n"
+    if b"\r\n\r\n" in head[:-2] or b"\n" in head.replace(b"\r\n", b""):
+        return  # find_head_end would end the head earlier, or refuse a bare LF first
+    fields = head[len(b"GET / HTTP/1.0\r\n") : -2]
+    if grammar.FIELD_SECTION.fullmatch(fields) is not None:
+        for line in lines:
+            parser.parse_field_line(line, "header section")  # raises if it disagrees
+    slow = _line_by_line(head)
+    try:
+        fast: list[tuple[str, str]] | HTTPError = parser.parse_head(head, Limits()).headers
+    except HTTPError as exc:
+        fast = exc
+    if isinstance(slow, HTTPError):
+        assert isinstance(fast, HTTPError) and str(fast) == str(slow)
+    else:
+        assert fast == slow

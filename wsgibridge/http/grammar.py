@@ -29,6 +29,7 @@ __all__ = [
     "CHUNK_EXT",
     "CHUNK_SIZE",
     "DIGITS",
+    "FIELD_SECTION",
     "FIELD_VALUE",
     "FIELD_VALUE_STR",
     "HIGHER_VERSION",
@@ -96,6 +97,12 @@ TOKEN = _over_bytes(TOKEN_STR)
 # first; a response header value is checked as the app gave it.)
 FIELD_VALUE_STR = re.compile(f"{_TEXT}*")
 FIELD_VALUE = _over_bytes(FIELD_VALUE_STR)
+
+# RFC 9112 §5: field-line = field-name ":" OWS field-value OWS, each line ended
+# by CRLF.  A whole header section (without its final empty line) checked in
+# one pass: names are tokens (so no obs-fold, no space before the colon) and
+# every character after the colon is SP, HTAB, VCHAR or obs-text.
+FIELD_SECTION = re.compile(f"(?:[{_TCHAR}]+:{_TEXT}*\r\n)*".encode("ascii"))
 
 # -- quoted strings --------------------------------------------------------------
 

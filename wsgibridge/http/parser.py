@@ -39,6 +39,7 @@ from .grammar import (
     ABSOLUTE,
     AUTHORITY,
     DIGITS,
+    FIELD_SECTION,
     FIELD_VALUE,
     HIGHER_VERSION,
     HOST,
@@ -427,21 +428,38 @@ def parse_head(block: bytes, limits: Limits) -> RequestHead:
     when allowed, are line endings) by :func:`find_head_end`.
     """
     bare_lf = limits.allow_bare_lf
-    lines = _LINE_BREAK.split(block)[:-2] if bare_lf else block[:-4].split(b"\r\n")
-    request_line = lines[0]
+    if bare_lf:
+        lines = _LINE_BREAK.split(block)[:-2]
+        request_line = lines[0]
+        fields = b""
+    else:
+        line_end = block.index(b"\r\n")
+        request_line = block[:line_end]
+        fields = block[line_end + 2 : -2]  # the field lines, each with its CRLF
     method = ""
     try:
         method, target, version = parse_request_line(request_line)
         max_count = limits.max_header_count
-        if len(lines) - 1 > max_count:
-            raise HeaderFieldsTooLarge(f"more than {max_count} fields in the header section")
-        headers = []
-        for line in lines[1:]:
-            if b"\r" in line:
-                # RFC 9112 §2.2: "A recipient of such a bare CR MUST consider that
-                # element to be invalid or replace each bare CR with SP".
-                raise BadRequest("bare CR in the header section")
-            headers.append(parse_field_line(line, "header section"))
+        headers: list[tuple[str, str]] = []
+        if not bare_lf and FIELD_SECTION.fullmatch(fields) is not None:
+            # Every line checked in that one pass (the common case): only split.
+            if fields.count(b"\r\n") > max_count:
+                raise HeaderFieldsTooLarge(f"more than {max_count} fields in the header section")
+            for line in fields[:-2].split(b"\r\n") if fields else ():
+                name, _, value = line.partition(b":")
+                headers.append((name.decode("ascii"), value.strip(OWS).decode("latin-1")))
+        else:
+            # Line by line, to say what is wrong (or for bare-LF line endings).
+            if not bare_lf:
+                lines = block[:-4].split(b"\r\n")
+            if len(lines) - 1 > max_count:
+                raise HeaderFieldsTooLarge(f"more than {max_count} fields in the header section")
+            for line in lines[1:]:
+                if b"\r" in line:
+                    # RFC 9112 §2.2: "A recipient of such a bare CR MUST consider that
+                    # element to be invalid or replace each bare CR with SP".
+                    raise BadRequest("bare CR in the header section")
+                headers.append(parse_field_line(line, "header section"))
         raw_line = block[: len(request_line) + 2]
         head = RequestHead(method, target, version, headers, raw_request_line=raw_line)
         decide_framing(head)
