@@ -284,12 +284,14 @@ def _parse(template: str) -> tuple[list[str], list[tuple[str, _Getter]]]:
     return literals, fields
 
 
-def _render_default(r: AccessRecord) -> str:
-    """:data:`DEFAULT_FORMAT`'s line, written out: the same fields and escaping, without
-    a call per field (the line every default server writes per request)."""
+def default_line(
+    client: str, timestamp: float, request_line: str, status: int, bytes_sent: int, duration: float
+) -> str:
+    """:data:`DEFAULT_FORMAT`'s line, written out: the same fields and escaping, without a
+    record or a call per field (the line every default server writes per request)."""
     return (
-        f"{escape_value(r.client)} - - [{_seconds.get(r.timestamp)[1]}]"
-        f' "{escape_value(r.request_line)}" {r.status} {r.bytes_sent} {r.duration * 1000:.2f}ms'
+        f"{escape_value(client)} - - [{_seconds.get(timestamp)[1]}]"
+        f' "{escape_value(request_line)}" {status} {bytes_sent} {duration * 1000:.2f}ms'
     )
 
 
@@ -300,11 +302,13 @@ class AccessLogFormat:
     an unclosed ``{`` or a single ``}``.
     """
 
-    __slots__ = ("_first", "_pairs", "fields", "template")
+    __slots__ = ("_first", "_pairs", "fields", "is_default", "template")
 
     def __init__(self, template: str) -> None:
         literals, fields = _parse(template)
         self.template = template
+        #: The template is :data:`DEFAULT_FORMAT` (rendered by :func:`default_line`).
+        self.is_default = template == DEFAULT_FORMAT
         #: The fields the template uses, in order of first use, each once;
         #: header fields as ``i:Name`` or ``o:Name`` (``header:`` is spelled ``i:``).
         self.fields: tuple[str, ...] = tuple(dict.fromkeys(name for name, _ in fields))
@@ -315,8 +319,11 @@ class AccessLogFormat:
 
     def render(self, record: AccessRecord) -> str:
         """The log line for ``record`` (no trailing newline)."""
-        if self.template is DEFAULT_FORMAT or self.template == DEFAULT_FORMAT:
-            return _render_default(record)
+        if self.is_default:
+            r = record
+            return default_line(
+                r.client, r.timestamp, r.request_line, r.status, r.bytes_sent, r.duration
+            )
         out = [self._first]
         append = out.append
         for getter, literal in self._pairs:

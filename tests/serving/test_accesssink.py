@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import stat
 import sys
 import threading
@@ -19,7 +20,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from wsgibridge import make_server
+from wsgibridge import WSGIRequestHandler, make_server
+from wsgibridge.accesslog import DEFAULT_FORMAT, AccessLogFormat, AccessRecord
 from wsgibridge.serving import accesssink
 from wsgibridge.serving.accesssink import AccessSink, direct_sink, flush_all, open_sink
 
@@ -394,3 +396,47 @@ def test_a_programs_own_handler_gets_log_records(
     line = record.getMessage()
     assert line.startswith("127.0.0.1 - - [") and '"GET /x HTTP/1.1" 200 2 ' in line
     assert path.read_text(encoding="utf-8") == f"{line}\n"
+
+
+class Renamed(WSGIRequestHandler):
+    """A subclass that changes the record: the server must build one and use it."""
+
+    def access_record(self) -> AccessRecord:
+        record = super().access_record()
+        record.client = "renamed"
+        return record
+
+
+@pytest.mark.parametrize("how", ["direct", "observed", "subclass"])
+def test_the_default_line_is_the_same_whichever_way_it_is_made(
+    tmp_path: Path, access_logger: logging.Logger, how: str
+) -> None:
+    """The default line is built straight from the request's facts when nothing else
+    wants a record; with an observer, or a handler that overrides access_record(), it
+    is rendered from the record - the same line either way."""
+    path = tmp_path / "access.log"
+    access_logger.handlers[:] = [open_sink(str(path))]
+    handler = Renamed if how == "subclass" else WSGIRequestHandler
+    server = make_server(hello, "127.0.0.1", 0, handler_class=handler)
+    records: list[AccessRecord] = []
+    if how == "observed":
+        server.observers.append(records.append)
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    try:
+        with requests.Session() as client:
+            client.get(f"http://127.0.0.1:{server.server_port}/p?q=\x7f", timeout=5)
+    finally:
+        server.server_close()
+        thread.join(timeout=5)
+    (line,) = path.read_text(encoding="utf-8").splitlines()
+    client_name = "renamed" if how == "subclass" else "127.0.0.1"
+    pattern = (
+        re.escape(client_name)
+        + r' - - \[\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d \+0000\] "GET /p\?q=%7F HTTP/1\.1" '
+        + r"200 2 \d+\.\d\dms"
+    )
+    assert re.fullmatch(pattern, line), line
+    if how == "observed":
+        (record,) = records
+        assert AccessLogFormat(DEFAULT_FORMAT).render(record) == line

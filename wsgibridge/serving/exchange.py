@@ -13,7 +13,7 @@ import logging
 import time
 from typing import Any, Protocol
 
-from ..accesslog import AccessLogFormat, AccessRecord, escape_log
+from ..accesslog import AccessLogFormat, AccessRecord, default_line, escape_log
 from ..config import Config
 from ..http.body import InputStream
 from ..http.parser import RequestHead
@@ -67,14 +67,8 @@ class Exchange:
         self, client_address: Any, request_line: str, method: str, protocol: str
     ) -> AccessRecord:
         """What is known about the request (raw, unescaped), for the log and observers."""
-        environ = self.environ
         head = self.head
-        if environ is not None:
-            client, remote_port = environ["REMOTE_ADDR"], environ["REMOTE_PORT"]
-        elif isinstance(client_address, tuple):
-            client, remote_port = str(client_address[0]), str(client_address[1])
-        else:
-            client, remote_port = "unix", ""
+        client, remote_port = self._client(client_address)
         path, _, query = head.target.partition("?") if head is not None else ("", "", "")
         writer = self.writer
         body = self.body
@@ -94,6 +88,27 @@ class Exchange:
             timestamp=time.time(),
             bytes_received=body.received if body is not None else 0,
         )
+
+    def default_line(self, client_address: Any, request_line: str) -> str:
+        """The request's line in the default access-log format, without a record."""
+        return default_line(
+            self._client(client_address)[0],
+            time.time(),
+            request_line,
+            self.status_code,
+            self.body_bytes,
+            time.perf_counter() - self.started,
+        )
+
+    def _client(self, client_address: Any) -> tuple[str, str]:
+        """(client, port): REMOTE_ADDR/REMOTE_PORT (after proxy rewriting) once there is an
+        environ, else the peer's address."""
+        environ = self.environ
+        if environ is not None:
+            return environ["REMOTE_ADDR"], environ["REMOTE_PORT"]
+        if isinstance(client_address, tuple):
+            return str(client_address[0]), str(client_address[1])
+        return "unix", ""
 
 
 class LoggingServer(Protocol):
@@ -163,6 +178,15 @@ class ExchangeLogging:
             sink = direct_sink(access_log)
             logging_on = sink is None and access_log.isEnabledFor(logging.INFO)
         if sink is None and not logging_on and not observers:
+            return
+        if (
+            sink is not None
+            and not observers
+            and server.access_format.is_default
+            and type(self).access_record is ExchangeLogging.access_record
+        ):
+            # The default line straight from the request's facts: no record.
+            sink.write_line(self.exchange.default_line(self.client_address, self.requestline))
             return
         record = self.access_record()  # a hook: a subclass may add to the record
         if sink is not None:
