@@ -440,3 +440,49 @@ def test_the_default_line_is_the_same_whichever_way_it_is_made(
     if how == "observed":
         (record,) = records
         assert AccessLogFormat(DEFAULT_FORMAT).render(record) == line
+
+
+def test_pieces_end_at_line_ends_and_fit_one_atomic_write() -> None:
+    lines = [f"{i:04d} " + "x" * 95 for i in range(100)] + ["\xe9" * 3000, "y" * 5000, "z"]
+    pieces = accesssink._pieces(lines)
+    assert "".join(pieces) == "".join(f"{line}\n" for line in lines)
+    for piece in pieces:
+        assert piece.endswith("\n")
+        if piece.count("\n") > 1:  # only a line longer than the limit goes over it
+            assert len(piece.encode("utf-8")) <= accesssink.ATOMIC_WRITE
+    assert accesssink._pieces([]) == []
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_workers_sharing_one_pipe_never_split_a_line() -> None:
+    """--workers N processes write one pipe (journald, a container's stdout): POSIX makes
+    only writes of up to PIPE_BUF bytes atomic, so batches go out in such pieces."""
+    read_end, write_end = os.pipe()
+    per_worker = 10000
+    pids = []
+    for worker in range(4):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                os.close(read_end)
+                with open(write_end, "w", encoding="utf-8", closefd=True) as stream:
+                    sink = AccessSink("stdout")
+                    sink.stream = stream
+                    for i in range(per_worker):
+                        sink.write_line(f"worker={worker} line={i:05d} " + "x" * 80)
+                    sink.close()
+                code = 0
+            finally:
+                os._exit(code)
+        pids.append(pid)
+    os.close(write_end)
+    with open(read_end, "rb") as reader:
+        data = reader.read()
+    for pid in pids:
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    lines = data.decode().splitlines()
+    assert len(lines) == 4 * per_worker
+    good = re.compile(r"worker=[0-3] line=\d{5} x{80}")
+    assert [line for line in lines if not good.fullmatch(line)] == []

@@ -1,8 +1,9 @@
-"""The access log's sink: lines kept in memory and written in batches, one ``write`` each.
+"""The access log's sink: lines kept in memory and written in batches of whole lines.
 
 Rule: the thread that served a request pays for appending its line to a list
-and nothing more.  A batch is written by the sink's flusher thread once it
-holds :data:`BATCH_BYTES`, or :data:`FLUSH_INTERVAL` seconds after its first
+and nothing more.  A batch (in writes of whole lines, at most
+:data:`ATOMIC_WRITE` bytes each) is written by the sink's flusher thread once
+it holds :data:`BATCH_BYTES`, or :data:`FLUSH_INTERVAL` seconds after its first
 line, whichever comes first; by :meth:`AccessSink.flush` (the server calls it
 when it stops, ``logging.shutdown()`` at exit, and :func:`flush_all` runs
 before every ``fork()``); and by the request's own thread only when the
@@ -40,6 +41,10 @@ FLUSH_INTERVAL = 0.2
 
 MAX_PENDING_BYTES = 1024 * 1024
 """When this much waits unwritten, the request's thread writes the batch itself."""
+
+ATOMIC_WRITE = 4096
+"""Bytes per write at most (POSIX's smallest ``PIPE_BUF``): lines from several processes
+sharing one pipe never mix."""
 
 LOG_FILE_MODE = 0o640
 
@@ -120,14 +125,15 @@ class AccessSink(logging.Handler):
                 lines, self._lines, self._pending = self._lines, [], 0
             if not lines:
                 return
-            lines.append("")
             try:
                 if self.path is not None:
                     self._reopen_if_moved()
-                self.stream.write("\n".join(lines))
-                self.stream.flush()
+                stream = self.stream
+                for piece in _pieces(lines):
+                    stream.write(piece)
+                    stream.flush()  # one write(2) per piece
             except (OSError, ValueError) as exc:  # ValueError: a closed stream
-                self._report(exc, len(lines) - 1)
+                self._report(exc, len(lines))
 
     def _report(self, exc: Exception, count: int) -> None:
         if self._failed:
@@ -206,6 +212,30 @@ class AccessSink(logging.Handler):
 
     def _after_fork(self) -> None:
         self._reset()  # the parent wrote what waited; the flusher thread stayed there
+
+
+def _pieces(lines: list[str]) -> list[str]:
+    """The lines, each ended by a newline, joined into pieces of at most
+    :data:`ATOMIC_WRITE` bytes (a longer line alone).
+
+    POSIX makes a write of at most ``PIPE_BUF`` bytes to a pipe atomic: the
+    ``--workers`` processes share the access log's pipe (a terminal, journald,
+    a container runtime), and a bigger write could be cut and interleaved
+    with another worker's, splitting a line.  Pieces end at line ends.
+    """
+    pieces: list[str] = []
+    current: list[str] = []
+    size = 0
+    for line in lines:
+        length = (len(line) if line.isascii() else len(line.encode("utf-8"))) + 1
+        if current and size + length > ATOMIC_WRITE:
+            pieces.append("\n".join(current) + "\n")
+            current, size = [], 0
+        current.append(line)
+        size += length
+    if current:
+        pieces.append("\n".join(current) + "\n")
+    return pieces
 
 
 def open_sink(target: str = "stderr") -> AccessSink:
