@@ -199,10 +199,10 @@ def test_a_full_batch_is_written_before_the_timer(
     path = tmp_path / "access.log"
     sink = open_sink(str(path))
     try:
-        count = accesssink.BATCH_BYTES // (len(LINE) + 1) + 1
-        for _ in range(count):
+        for _ in range(accesssink.BATCH_LINES):
             sink.write_line(LINE)
-        assert wait_for(lambda: path.stat().st_size >= accesssink.BATCH_BYTES)
+        size = accesssink.BATCH_LINES * (len(LINE) + 1)
+        assert wait_for(lambda: path.stat().st_size == size)
     finally:
         sink.close()
 
@@ -210,8 +210,8 @@ def test_a_full_batch_is_written_before_the_timer(
 def test_a_flusher_far_behind_makes_the_writer_write(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Bounded memory: past MAX_PENDING_BYTES the request's thread writes the batch itself."""
-    monkeypatch.setattr(accesssink, "MAX_PENDING_BYTES", 3 * (len(LINE) + 1))
+    """Bounded memory: past MAX_PENDING_LINES the request's thread writes the batch itself."""
+    monkeypatch.setattr(accesssink, "MAX_PENDING_LINES", 3)
     path = tmp_path / "access.log"
     sink = open_sink(str(path))
     try:
@@ -220,7 +220,7 @@ def test_a_flusher_far_behind_makes_the_writer_write(
             sink.write_line(LINE)
         sink.write_line(LINE)  # this call writes, before it returns
         assert path.read_text(encoding="utf-8") == f"{LINE}\n" * 3
-        assert sink._pending == 0
+        assert not sink._queue
     finally:
         sink.close()
 

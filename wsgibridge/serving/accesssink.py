@@ -3,11 +3,11 @@
 Rule: the thread that served a request pays for appending its line to a list
 and nothing more.  A batch (in writes of whole lines, at most
 :data:`ATOMIC_WRITE` bytes each) is written by the sink's flusher thread once
-it holds :data:`BATCH_BYTES`, or :data:`FLUSH_INTERVAL` seconds after its first
+it holds :data:`BATCH_LINES`, or :data:`FLUSH_INTERVAL` seconds after its first
 line, whichever comes first; by :meth:`AccessSink.flush` (the server calls it
 when it stops, ``logging.shutdown()`` at exit, and :func:`flush_all` runs
 before every ``fork()``); and by the request's own thread only when the
-flusher has fallen :data:`MAX_PENDING_BYTES` behind (a slow disk slows the
+flusher has fallen :data:`MAX_PENDING_LINES` behind (a slow disk slows the
 requests instead of filling the memory).
 
 The sink is a ``logging.Handler``, so a line logged through the
@@ -26,6 +26,7 @@ exit of the interpreter loses none; only a process killed outright (SIGKILL,
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import sys
@@ -33,14 +34,14 @@ import threading
 import weakref
 from typing import TextIO
 
-BATCH_BYTES = 64 * 1024
-"""A batch this large (in characters) is written at once, without waiting for the timer."""
+BATCH_LINES = 512
+"""A batch of this many lines is written at once, without waiting for the timer."""
 
 FLUSH_INTERVAL = 0.2
 """Seconds a line may wait in memory before it is written."""
 
-MAX_PENDING_BYTES = 1024 * 1024
-"""When this much waits unwritten, the request's thread writes the batch itself."""
+MAX_PENDING_LINES = 8192
+"""When this many lines wait unwritten, the request's thread writes the batch itself."""
 
 ATOMIC_WRITE = 4096
 """Bytes per write at most (POSIX's smallest ``PIPE_BUF``): lines from several processes
@@ -82,13 +83,16 @@ class AccessSink(logging.Handler):
 
     def _reset(self) -> None:
         """Fresh locks and no thread (in ``__init__`` and in a forked child)."""
-        self._lines: list[str] = []
-        self._pending = 0  # characters in _lines
-        self._lines_lock = threading.Lock()  # guards _lines and _pending
+        # deque.append and popleft are atomic: writers take no lock.
+        self._queue: collections.deque[str] = collections.deque()
+        # The flusher is awake for the lines in the queue (a writer that sees
+        # False sets it and wakes the flusher; the flusher clears it before it
+        # looks at the queue, so a line is never left without a wake-up).
+        self._armed = False
         self._write_lock = threading.Lock()  # one batch at a time, in order
         self._start_lock = threading.Lock()  # one flusher thread
         self._wake = threading.Event()  # a batch began, or the sink is closing
-        self._full = threading.Event()  # a batch reached BATCH_BYTES
+        self._full = threading.Event()  # a batch reached BATCH_LINES, or closing
         self._flusher: threading.Thread | None = None
         self._closed = False
         self._failed = False
@@ -98,19 +102,18 @@ class AccessSink(logging.Handler):
     def write_line(self, line: str) -> None:
         """Add one line (no newline) to the batch; cheap, never blocks on I/O while the
         flusher keeps up."""
-        size = len(line) + 1
-        with self._lines_lock:
-            self._lines.append(line)
-            before = self._pending
-            self._pending = pending = before + size
-        if before == 0:
+        queue = self._queue
+        queue.append(line)
+        if not self._armed:
+            self._armed = True
             if self._flusher is None:
                 self._start_flusher()
             self._wake.set()
-        elif pending >= BATCH_BYTES and before < BATCH_BYTES:
-            self._full.set()
-        if pending >= MAX_PENDING_BYTES:
+        pending = len(queue)
+        if pending >= MAX_PENDING_LINES:
             self.flush()
+        elif pending == BATCH_LINES:  # once per batch (a racy miss waits for the timer)
+            self._full.set()
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -121,8 +124,9 @@ class AccessSink(logging.Handler):
     def flush(self) -> None:
         """Write every line that waits, now, in the order the lines came."""
         with self._write_lock:
-            with self._lines_lock:
-                lines, self._lines, self._pending = self._lines, [], 0
+            queue = self._queue
+            popleft = queue.popleft
+            lines = [popleft() for _ in range(len(queue))]  # later ones wait their turn
             if not lines:
                 return
             try:
@@ -158,11 +162,15 @@ class AccessSink(logging.Handler):
             thread.start()
 
     def _run(self) -> None:
+        queue = self._queue
         while not self._closed:
-            if not self._wake.wait(_IDLE_WAIT):
-                continue
+            self._armed = False  # before looking at the queue (see _reset)
+            if not queue:
+                self._wake.wait(_IDLE_WAIT)
             self._wake.clear()
-            self._full.wait(FLUSH_INTERVAL)  # set early by a full batch or by close()
+            if not queue:
+                continue
+            self._full.wait(FLUSH_INTERVAL)  # a batch gathers; a full one or close() ends it
             self._full.clear()
             self.flush()
 
