@@ -468,7 +468,7 @@ def test_write_rejects_non_bytes() -> None:
     writer = ResponseWriter(Sink(), method="GET", http11=True, client_keep_alive=True)
     writer.start_response("200 OK", [])
     with pytest.raises(AppError):
-        writer.write("text")  # type: ignore[arg-type]
+        writer.write("text")
 
 
 class Closing:

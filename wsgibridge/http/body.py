@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
+from .._mypyc import mypyc_attr
 from ..errors import (
     BadRequest,
     ClientDisconnected,
@@ -36,6 +37,7 @@ READ_CHUNK = 64 * 1024
 DRAIN_CHUNK = READ_CHUNK
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class InputStream:
     """The ``wsgi.input`` interface of PEP 3333 (read, readline, readlines, iteration).
 
@@ -152,6 +154,7 @@ class InputStream:
         raise NotImplementedError
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class ContentLengthInput(InputStream):
     """A body of known length (``Content-Length``), read straight from ``rfile``."""
 
@@ -239,6 +242,7 @@ MAX_CHUNK_LINE = 4096  # a chunk-size line, extensions included
 MAX_CHUNK_SIZE_DIGITS = 15
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class ChunkedInput(InputStream):
     """A ``Transfer-Encoding: chunked`` body, decoded as the app reads it (RFC 9112 §7.1).
 

@@ -15,7 +15,10 @@ import stat
 from collections.abc import Iterator
 from typing import IO, Any
 
+from .._mypyc import mypyc_attr
 
+
+@mypyc_attr(allow_interpreted_subclasses=True)
 class FileWrapper:
     """Wrap a binary file-like object for ``wsgi.file_wrapper``."""
 
@@ -24,7 +27,7 @@ class FileWrapper:
         self.blksize = blksize
 
     def __iter__(self) -> Iterator[bytes]:
-        read = self.filelike.read
+        read: Any = self.filelike.read  # what it returns is the writer's to check
         blksize = self.blksize
         while True:
             data = read(blksize)

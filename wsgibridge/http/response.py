@@ -29,9 +29,10 @@ import traceback
 from collections.abc import Callable, Iterable
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol, cast
 
-from .._types import OptExcInfo, WSGIApp
+from .._mypyc import mypyc_attr
+from .._types import WSGIApp
 from .._version import __version__
 from ..errors import AppError, ClientDisconnected, HTTPError, ResponseHeaderError
 from .filewrapper import FileWrapper
@@ -248,6 +249,7 @@ def validate_headers(headers: object) -> list[tuple[str, str]]:
     return headers
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class ResponseWriter:
     """One response: the ``start_response`` and ``write`` callables and the framing.
 
@@ -260,7 +262,7 @@ class ResponseWriter:
     request body).
     """
 
-    server_software = SERVER_SOFTWARE
+    server_software: ClassVar[str] = SERVER_SOFTWARE  # a class attribute, compiled or not
 
     def __init__(
         self,
@@ -303,18 +305,23 @@ class ResponseWriter:
 
     def start_response(
         self,
-        status: str,
-        headers: list[tuple[str, str]],
-        exc_info: OptExcInfo | None = None,
+        status: object,
+        headers: object,
+        exc_info: object = None,
     ) -> Callable[[bytes], None]:
-        """The ``start_response`` callable of PEP 3333."""
+        """The ``start_response`` callable of PEP 3333.
+
+        The arguments (and ``write``'s ``data``) are typed ``object``:
+        whatever the app passes is checked here, with the PEP's words (and a
+        compiled build would otherwise refuse a wrong type with a bare TypeError).
+        """
         if exc_info:
             try:
                 if self.headers_sent:
                     # "if exc_info is provided, and the HTTP headers have already
                     # been sent, start_response must raise an error, and should
                     # re-raise using the exc_info tuple"
-                    raise exc_info[1].with_traceback(exc_info[2])  # type: ignore[union-attr]
+                    raise exc_info[1].with_traceback(exc_info[2])  # type: ignore[index]
             finally:
                 exc_info = None  # break the traceback cycle (PEP 3333)
         elif self.status is not None:
@@ -330,14 +337,14 @@ class ResponseWriter:
                 if declared is not None and declared != length:
                     raise ResponseHeaderError("two different Content-Length headers")
                 declared = length
-        self.status = status
+        self.status = cast(str, status)  # validate_status passed it
         self.status_code = code
         self._reason = reason
         self._headers = checked
         self._declared_length = declared
         return self.write
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: object) -> None:
         """The ``write`` callable of PEP 3333 (also used for each chunk of the iterable)."""
         if type(data) is not bytes and not isinstance(data, bytes):
             raise AppError(
@@ -357,7 +364,9 @@ class ResponseWriter:
     def respond(self, app: WSGIApp, environ: dict[str, Any]) -> None:
         """Call the app, send its response, call ``close()`` exactly once."""
         try:
-            result = app(environ, self.start_response)
+            # object, not bytes: an app may return anything, checked by write() in
+            # the PEP's words (a compiled build would refuse a str with a TypeError).
+            result: Iterable[object] = app(environ, self.start_response)
         except Exception as exc:
             self._app_failed(exc)
             return

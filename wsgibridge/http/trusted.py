@@ -50,12 +50,12 @@ def _is_unix_name(address: str) -> bool:
 class TrustedProxies:
     """Addresses and networks whose forwarding headers are believed."""
 
-    __slots__ = ("_all", "_cache", "_exact", "_unix", "_v4", "_v6", "spec")
+    __slots__ = ("_all", "_cache", "_exact", "_trust_unix", "_v4", "_v6", "spec")
 
     def __init__(self, spec: str) -> None:
         self.spec = spec
         self._all = False
-        self._unix = False
+        self._trust_unix = False
         exact: set[str] = set()
         v4: list[ipaddress.IPv4Network] = []
         v6: list[ipaddress.IPv6Network] = []
@@ -68,7 +68,7 @@ class TrustedProxies:
                     self._all = True
                     continue
                 if item.lower() == "unix":
-                    self._unix = True
+                    self._trust_unix = True
                     continue
                 if _SPEC_ITEM.fullmatch(item) is None:
                     raise ValueError(
@@ -107,7 +107,7 @@ class TrustedProxies:
         return f"TrustedProxies({self.spec!r})"
 
     def __bool__(self) -> bool:
-        return self._all or self._unix or bool(self._v4) or bool(self._v6)
+        return self._all or self._trust_unix or bool(self._v4) or bool(self._v6)
 
     def __contains__(self, address: str) -> bool:
         """Whether a peer address (as in REMOTE_ADDR, no brackets or port) is trusted."""
@@ -120,7 +120,7 @@ class TrustedProxies:
         try:
             ip = ipaddress.ip_address(address)
         except ValueError:
-            result = self._unix and _is_unix_name(address)
+            result = self._trust_unix and _is_unix_name(address)
         else:
             result = self._in_networks(ip)
         if len(self._cache) < _CACHE_MAX:
