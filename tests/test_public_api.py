@@ -19,6 +19,12 @@ def test_all_is_sorted_and_complete() -> None:
     assert wsgibridge.__all__ == sorted(wsgibridge.__all__)
 
 
+def test_compiled_says_which_build_runs() -> None:
+    """``wsgibridge.compiled``: True in the mypyc-compiled build, False in the pure one
+    (which modules are compiled is checked in tests/test_compiled.py)."""
+    assert wsgibridge.compiled is True or wsgibridge.compiled is False
+
+
 def test_handler_is_a_base_http_request_handler_without_getattr() -> None:
     from http.server import BaseHTTPRequestHandler
 

@@ -3,6 +3,7 @@
 The public API is exactly ``__all__``; everything else is internal.
 """
 
+from ._mypyc import compiled
 from ._version import __version__
 from .accesslog import AccessRecord
 from .config import Config
@@ -38,6 +39,7 @@ __all__ = [
     "WSGIRequestHandler",
     "WSGIServer",
     "__version__",
+    "compiled",
     "make_server",
     "serve",
     "serve_in_thread",

@@ -17,6 +17,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
+from ._mypyc import compiled
 from ._types import WSGIApp
 from ._version import __version__
 from .config import Config, config_fields
@@ -139,7 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
                 help=help_text,
                 **extra,
             )
-    parser.add_argument("--version", action="version", version=f"wsgibridge {__version__}")
+    build = "compiled with mypyc" if compiled else "pure Python"
+    parser.add_argument(
+        "--version", action="version", version=f"wsgibridge {__version__} ({build})"
+    )
     return parser
 
 
