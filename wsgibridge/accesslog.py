@@ -61,7 +61,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
 
-from ._mypyc import mypyc_attr
 from .http.grammar import TCHARS
 
 DEFAULT_FORMAT = '{client} - - [{time}] "{request}" {status} {bytes} {duration_ms}ms'
@@ -88,7 +87,6 @@ def escape_value(text: str) -> str:
     return text.translate(_VALUE_ESCAPES)
 
 
-@mypyc_attr(allow_interpreted_subclasses=True)
 @dataclass(slots=True, kw_only=True)
 class AccessRecord:
     """What the access log knows about one finished request (all text raw, unescaped).
