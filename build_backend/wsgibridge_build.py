@@ -7,7 +7,8 @@ setup.py decides what is compiled.  Only the wheel is compiled: every other
 hook runs setup.py as the pure build (the requirements are asked for before
 mypy is installed, the metadata is the same either way, an sdist holds
 sources), and an editable install is refused, as its extension modules would
-sit in the checkout, in front of the sources.
+sit in the checkout, in front of the sources.  Each wheel starts from an
+empty ``build/lib*``: what a previous build left there would be packaged too.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import shutil
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from setuptools import build_meta as _setuptools
@@ -77,7 +80,20 @@ def get_requires_for_build_wheel(config_settings: dict[str, Any] | None = None) 
     return [*requires, MYPY] if compiling() else requires
 
 
-build_wheel = _setuptools.build_wheel
+def build_wheel(
+    wheel_directory: str,
+    config_settings: dict[str, Any] | None = None,
+    metadata_directory: str | None = None,
+) -> str:
+    # setuptools copies all of build/lib* into the wheel: a pure wheel built after a
+    # compiled one (or a compiled one after another module list) would carry the
+    # extension modules that build left there. mypyc's C and the objects stay.
+    for stale in Path("build").glob("lib*"):
+        shutil.rmtree(stale)
+    name: str = _setuptools.build_wheel(wheel_directory, config_settings, metadata_directory)
+    return name
+
+
 prepare_metadata_for_build_wheel = _as_pure(_setuptools.prepare_metadata_for_build_wheel)
 get_requires_for_build_sdist = _as_pure(_setuptools.get_requires_for_build_sdist)
 build_sdist = _as_pure(_setuptools.build_sdist)

@@ -100,6 +100,18 @@ def test_the_sdist_builds_as_the_checkout_does(tmp_path: Path) -> None:
     assert "wsgibridge/_mypyc.py" in names
 
 
+def test_a_wheel_holds_nothing_an_earlier_build_left_in_build(tmp_path: Path) -> None:
+    """setuptools packages all of build/lib*: stale modules there (another build's, say a
+    compiled one with a longer module list) must not reach the wheel."""
+    source = copy_tracked(tmp_path)
+    stale = f"wsgibridge/stale{EXTENSION_SUFFIXES[0]}"
+    for lib in ("lib", f"lib.{sysconfig.get_platform()}-{sys.implementation.cache_tag}"):
+        (source / "build" / lib / stale).parent.mkdir(parents=True)
+        (source / "build" / lib / stale).write_bytes(b"")
+    wheel = build(source, tmp_path / "dist")
+    assert extension_modules(set(zipfile.ZipFile(wheel).namelist())) == set()
+
+
 SERVE_ONE = textwrap.dedent(
     """
     import http.client, sys, threading
