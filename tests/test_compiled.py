@@ -17,6 +17,8 @@ import importlib
 import io
 import os
 import pkgutil
+import subprocess
+import sys
 from collections.abc import Iterable, Iterator
 from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
@@ -39,6 +41,7 @@ from wsgibridge.http.body import ContentLengthInput
 from wsgibridge.http.reader import SocketReader
 
 from .conftest import ServerFactory, exchange
+from .importroot import IMPORT_ROOT
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -99,6 +102,21 @@ def test_the_run_imports_the_build_it_means_to_test() -> None:
     assert wsgibridge.compiled is (expected == "1"), wsgibridge.__file__
     in_checkout = Path(wsgibridge.__file__).resolve().is_relative_to(ROOT / "wsgibridge")
     assert in_checkout is (expected != "1"), wsgibridge.__file__
+
+
+def test_a_child_process_imports_the_same_build(tmp_path: Path) -> None:
+    """The suite's children put IMPORT_ROOT on PYTHONPATH: they run the build under test."""
+    env = dict(os.environ, PYTHONPATH=IMPORT_ROOT)
+    child = subprocess.run(
+        [sys.executable, "-c", "import wsgibridge; print(wsgibridge.__file__)"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.strip() == wsgibridge.__file__
 
 
 def test_version_names_the_build(capsys: pytest.CaptureFixture[str]) -> None:

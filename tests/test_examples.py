@@ -788,6 +788,10 @@ def test_cli_serves_flask_example_and_stops_on_sigterm(tmp_path: Path) -> None:
                 "examples.flask_app:app",
             ],
             cwd=ROOT,
+            # -m would put the checkout first on sys.path, before the wsgibridge under
+            # test (an installed build, in the compiled run); the CLI adds the working
+            # directory for the app itself.
+            env=dict(os.environ, PYTHONSAFEPATH="1"),
             stdout=out,
             stderr=subprocess.STDOUT,
         )

@@ -41,10 +41,10 @@ from .conftest import (
     needs_ipv6,
     needs_unix,
 )
+from .importroot import IMPORT_ROOT
 
 pytestmark = pytest.mark.integration  # cross-cutting: run or skip as a group
 
-ROOT = Path(__file__).resolve().parent.parent
 
 # Where a server listens: (host, port) for TCP, a path for a Unix socket.
 Address = tuple[str, int] | str
@@ -102,7 +102,7 @@ needs_curl = pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl
 def child_env() -> dict[str, str]:
     """Our environment for the server, minus socket activation, with the package importable."""
     env = {name: value for name, value in os.environ.items() if not name.startswith("LISTEN_")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [IMPORT_ROOT, env.get("PYTHONPATH")]))
     return env
 
 

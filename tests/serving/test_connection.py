@@ -55,12 +55,12 @@ from ..conftest import (
     needs_ipv6,
     recv_all,
 )
+from ..importroot import IMPORT_ROOT
 
 StartResponse = Callable[..., Any]
 
 TIMEOUT = 5.0  # every client-side wait
 MiB = 1024 * 1024
-ROOT = Path(__file__).resolve().parents[2]
 
 
 # -- certificates ---------------------------------------------------------------------------
@@ -1258,7 +1258,7 @@ def test_cli_access_log_file_gets_the_lines(tmp_path: Path) -> None:
         )
     )
     log_file = tmp_path / "access.log"
-    python_path = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+    python_path = [IMPORT_ROOT, *filter(None, [os.environ.get("PYTHONPATH")])]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(python_path))
     command = [
         sys.executable,

@@ -34,8 +34,8 @@ from wsgibridge.serving.listen import (
 )
 
 from ..conftest import can_bind, needs_ipv6, needs_unix
+from ..importroot import IMPORT_ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 BACKLOG = 8
 
 
@@ -528,7 +528,7 @@ print(json.dumps(result))
 def run_activated(sockets: list[socket.socket], **variables: str) -> dict[str, Any]:
     """Run CHILD with ``sockets`` on fds 3, 4, … and LISTEN_* ``variables``."""
     env = {name: value for name, value in os.environ.items() if not name.startswith("LISTEN_")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [IMPORT_ROOT, env.get("PYTHONPATH")]))
     env.update(variables)
     fds = [sock.fileno() for sock in sockets]
     proc = subprocess.run(
