@@ -85,9 +85,9 @@ def build_wheel(
     config_settings: dict[str, Any] | None = None,
     metadata_directory: str | None = None,
 ) -> str:
-    # setuptools copies all of build/lib* into the wheel: a pure wheel built after a
-    # compiled one (or a compiled one after another module list) would carry the
-    # extension modules that build left there. mypyc's C and the objects stay.
+    # setuptools copies all of build/lib* into the wheel, so a wheel would carry what
+    # an earlier build left there: a module since deleted, or the extension modules
+    # of a compiled build with a longer module list. mypyc's C and the objects stay.
     for stale in Path("build").glob("lib*"):
         shutil.rmtree(stale)
     name: str = _setuptools.build_wheel(wheel_directory, config_settings, metadata_directory)

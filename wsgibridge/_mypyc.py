@@ -4,10 +4,9 @@ Rule: the compiled build's two needs and nothing else, importable from every
 layer.  setup.py compiles this module with the others into one shared
 library, so this module being an extension module means they all are.
 ``mypyc_attr`` is mypy_extensions' class decorator, which mypyc reads when it
-compiles (``allow_interpreted_subclasses=True`` on a class users subclass,
-``native_class=False`` on a mixin of a stdlib subclass); at run time it does
-nothing, and without mypy_extensions (neither build needs it installed) a
-no-op of the same name stands in.
+compiles (``allow_interpreted_subclasses=True`` on a class users subclass in
+Python); at run time it does nothing, and without mypy_extensions (neither
+build needs it installed) a no-op of the same name stands in.
 """
 
 from __future__ import annotations
