@@ -220,8 +220,10 @@ class Arbiter:
         except BaseException:
             log.exception("worker %d failed", os.getpid())
         finally:
-            flush_all()  # os._exit skips logging.shutdown(): write the last access lines
-            os._exit(code)
+            try:
+                flush_all()  # os._exit skips logging.shutdown(): write the last access lines
+            finally:
+                os._exit(code)  # whatever happens, the child never returns into the arbiter
 
     def _worker(self, masked: set[int | signal.Signals]) -> int:
         """In the child: serve the inherited sockets until told to stop.
