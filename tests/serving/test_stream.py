@@ -100,13 +100,17 @@ def test_unix_connections_get_the_kernel_timeouts_per_connection(
 
 
 def test_a_default_socket_timeout_does_not_leak_into_connections(
-    serve: ServerFactory, probe: type[Probe], monkeypatch: pytest.MonkeyPatch
+    serve: ServerFactory, probe: type[Probe]
 ) -> None:
-    """socket.setdefaulttimeout() in the host program gives accepted sockets a Python
+    """socket.setdefaulttimeout() in the host program gives every accepted socket a Python
     timeout; the kernel-timed path needs them blocking."""
     server = serve(where, handler_class=probe)
-    monkeypatch.setattr(socket, "getdefaulttimeout", lambda: 1.5)
-    ask(socket.AF_INET, ("127.0.0.1", server.port))
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(1.5)
+    try:
+        ask(socket.AF_INET, ("127.0.0.1", server.port))
+    finally:
+        socket.setdefaulttimeout(previous)
     (facts,) = probe.seen
     if LINUX:
         assert facts["timeout"] is None
