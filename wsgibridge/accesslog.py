@@ -318,9 +318,13 @@ class AccessLogFormat:
     def render(self, record: AccessRecord) -> str:
         """The log line for ``record`` (no trailing newline)."""
         if self.is_default:
-            r = record
             return default_line(
-                r.client, r.timestamp, r.request_line, r.status, r.bytes_sent, r.duration
+                record.client,
+                record.timestamp,
+                record.request_line,
+                record.status,
+                record.bytes_sent,
+                record.duration,
             )
         out = [self._first]
         append = out.append

@@ -440,11 +440,11 @@ def parse_head(block: bytes, limits: Limits) -> RequestHead:
     try:
         method, target, version = parse_request_line(request_line)
         max_count = limits.max_header_count
+        if (len(lines) - 1 if bare_lf else fields.count(b"\r\n")) > max_count:
+            raise HeaderFieldsTooLarge(f"more than {max_count} fields in the header section")
         headers: list[tuple[str, str]] = []
         if not bare_lf and FIELD_SECTION.fullmatch(fields) is not None:
             # Every line checked in that one pass (the common case): only split.
-            if fields.count(b"\r\n") > max_count:
-                raise HeaderFieldsTooLarge(f"more than {max_count} fields in the header section")
             for line in fields[:-2].split(b"\r\n") if fields else ():
                 name, _, value = line.partition(b":")
                 headers.append((name.decode("ascii"), value.strip(OWS).decode("latin-1")))
@@ -452,8 +452,6 @@ def parse_head(block: bytes, limits: Limits) -> RequestHead:
             # Line by line, to say what is wrong (or for bare-LF line endings).
             if not bare_lf:
                 lines = block[:-4].split(b"\r\n")
-            if len(lines) - 1 > max_count:
-                raise HeaderFieldsTooLarge(f"more than {max_count} fields in the header section")
             for line in lines[1:]:
                 if b"\r" in line:
                     # RFC 9112 §2.2: "A recipient of such a bare CR MUST consider that

@@ -1,7 +1,7 @@
 """The access log's sink: lines kept in memory and written in batches of whole lines.
 
-Rule: the thread that served a request pays for appending its line to a list
-and nothing more.  A batch (in writes of whole lines, at most
+Rule: the thread that served a request pays for appending its line to a
+queue and nothing more.  A batch (in writes of whole lines, at most
 :data:`ATOMIC_WRITE` bytes each) is written by the sink's flusher thread once
 it holds :data:`BATCH_LINES`, or :data:`FLUSH_INTERVAL` seconds after its first
 line, whichever comes first; by :meth:`AccessSink.flush` (the server calls it
