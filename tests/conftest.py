@@ -68,7 +68,13 @@ def running_server(app: WSGIApp, **options: Any) -> Iterator[WSGIServer]:
     options.setdefault("read_timeout", 5.0)
     options.setdefault("write_timeout", 5.0)
     options.setdefault("graceful_timeout", 2.0)
-    server = make_server(app, **options)
+    with serving(make_server(app, **options)) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def serving(server: WSGIServer) -> Iterator[WSGIServer]:
+    """Run ``server`` (made, perhaps instrumented, by the test) in a thread; stop it after."""
     thread = threading.Thread(target=server.serve_forever, name="test-server", daemon=True)
     thread.start()
     try:

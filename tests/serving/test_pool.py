@@ -390,7 +390,7 @@ def test_stop_cuts_requests_still_running_after_the_graceful_timeout(use_epoll: 
 
 def test_accepting_resumes_after_the_connection_limit_every_time(serve: ServerFactory) -> None:
     """Hitting connection_limit pauses accepting; closing connections must resume it, also
-    when a close races the pause (only the reactor changes the listener's registration)."""
+    when a close races the pause (workers may pause it; only the reactor resumes it)."""
     server = serve(simple_app(), connection_limit=2, threads=4)
     failures: list[BaseException] = []
 

@@ -5,6 +5,7 @@ only code that changes a connection's state; the handler owns what happens
 inside one (its requests), the reactor only decides *when* (readiness,
 deadlines).  States of a connection (``Connection.state``), and who moves it::
 
+    accepted (worker, or reactor) --> ACTIVE (worker) or PARKED (reactor)
     ACTIVE --(worker: nothing ready)--> PARKED --(worker: readable)--> ACTIVE
     ACTIVE --(worker: done)--> LINGERING --(reactor: EOF / 5 s / 64 MiB)--> closed
     PARKED --(reactor: deadline, or stopping)--> closed
@@ -104,6 +105,8 @@ class Scheduler(Protocol):
 
     def close_listeners(self) -> None: ...
 
+    def accept(self, fd: int) -> Connection | None: ...
+
 
 class Connections:
     """The open connections, and every change of their state (from any thread)."""
@@ -146,10 +149,18 @@ class Connections:
     # -- in a worker -------------------------------------------------------------------
 
     def serve_fd(self, fd: int) -> None:
-        """A worker's job: the parked connection on ``fd`` has become readable."""
+        """A worker's job: the parked connection on ``fd`` has become readable, or
+        (epoll) a client waits on the listener ``fd``: its first request is served
+        here and now if it has arrived, else the new connection is parked."""
         conn = self.table.get(fd)
-        if conn is not None and self.claim(conn):
-            self.serve(conn)
+        if conn is None:
+            conn = self.scheduler.accept(fd)
+            if conn is None:
+                return
+            self.table[conn.fd] = conn
+        elif not self.claim(conn):
+            return
+        self.serve(conn)
 
     def serve(self, conn: Connection) -> None:
         handler = conn.handler

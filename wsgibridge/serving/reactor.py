@@ -1,13 +1,20 @@
-"""The reactor: the one thread that accepts, keeps the deadlines and watches lingering sockets.
+"""The reactor: the one thread that keeps the deadlines, rules accepting and watches lingerers.
 
 Rule: the reactor never serves a request and never waits on a client.  It
-runs one poll loop (``serve_forever``'s thread) over the listening sockets,
-a wake-up socket and the lingering connections (and, without epoll, the
-parked ones); it accepts new connections and parks them, keeps the heap of
-deadlines that any thread may post to (only the reactor pops it), expires
-parked connections whose deadline passed, and asks the worker pool to wake a
-sleeping worker when work waits behind busy ones.  Nothing polls: an idle
-reactor sleeps until an event or its next deadline.
+runs one poll loop (``serve_forever``'s thread) over a wake-up socket and
+the lingering connections; it keeps the heap of deadlines that any thread
+may post to (only the reactor pops it), expires parked connections whose
+deadline passed, and asks the worker pool to wake a sleeping worker when
+work waits behind busy ones.  Nothing polls: an idle reactor sleeps until an
+event or its next deadline.
+
+It owns the listeners and decides when the server accepts (the connection
+limit, a pause when out of descriptors, the stop), but on Linux it does not
+accept: the listeners sit in the workers' epoll, and the waiting worker
+takes the new connection itself (:meth:`Reactor.accept`) and serves its
+first request at once - no hand-over, no ``epoll_ctl``, no thread switch
+between the accept and the first byte read.  Without epoll the reactor
+polls the listeners (and the parked connections) and accepts itself.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from ..http.trusted import TrustedProxies
 from .connection import CLOSED, LINGERING, PARKED, Connection, Connections
 from .listen import close_listener
 from .pool import WorkerPool
-from .readiness import QueueSource, ReactorPoller, Waker
+from .readiness import EpollSource, QueueSource, ReactorPoller, Waker
 
 log = logging.getLogger("wsgibridge.server")
 
@@ -73,11 +80,16 @@ class Reactor:
         self.loop_done = threading.Event()
         self.loop_done.set()
         self.loop_thread: int | None = None
+        # Where the listeners are watched: the reactor's poller, or (epoll) the
+        # workers' source, who then accept (see attach()).
+        self._listen: ReactorPoller | EpollSource = self.poller
 
     def attach(self, connections: Connections, pool: WorkerPool) -> None:
         """The connections it parks and expires, and the pool it watches (made after it)."""
         self.connections = connections
         self.pool = pool
+        if isinstance(connections.source, EpollSource):
+            self._listen = connections.source
 
     @property
     def accepting(self) -> bool:
@@ -101,8 +113,9 @@ class Reactor:
             if wake_fd < 0:
                 return  # closed under us by a concurrent server_close
             poller.add_listener(wake_fd)
-            for fd in self._listener_fds:
-                poller.add_listener(fd)
+            with self._listener_lock:
+                for fd in self._listener_fds:
+                    self._listen.add_listener(fd)
             connections = self.connections
             table = connections.table
             source = connections.source
@@ -173,7 +186,7 @@ class Reactor:
             and open_count < self.config.connection_limit
             and not self.owner.stopping
         ):
-            self._start_accepting()  # only the reactor changes the listeners
+            self._start_accepting()  # only the reactor resumes accepting
         wake = timers[0][0] if timers else float("inf")
         if not self._accepting and self._resume_accepting_at:
             wake = min(wake, self._resume_accepting_at)
@@ -207,58 +220,84 @@ class Reactor:
 
     # -- accepting -------------------------------------------------------------------
 
+    def accept(self, fd: int) -> Connection | None:
+        """A worker's turn at the listener on ``fd``: one new connection, or None.
+
+        None when no connection waits (another worker or process took it), the
+        server is stopping or full, or ``fd`` is no longer a listener.
+        """
+        listener = self._listener_fds.get(fd)
+        if listener is None or self.owner.stopping:
+            return None
+        return self._take(listener)
+
     def _accept(self, listener: socket.socket) -> None:
-        limit = self.config.connection_limit
-        connections = self.connections
-        trusted = self.owner.trusted_proxies
+        """The reactor's turn (without epoll): accept a batch, park each connection."""
         # Pre-forked workers share the listener: taking one connection per
         # wake-up lets the others take theirs, instead of one process grabbing
         # a whole burst of new clients.
+        connections = self.connections
         for _ in range(1 if self.owner.multiprocess else ACCEPT_BATCH):
-            if len(connections) >= limit:
-                # Further clients wait in the kernel's backlog until one closes.
+            conn = self._take(listener)
+            if conn is None:
+                return
+            connections.add(conn)
+
+    def _take(self, listener: socket.socket) -> Connection | None:
+        """One new connection from ``listener`` (in the reactor or a worker), or None."""
+        if len(self.connections) >= self.config.connection_limit:
+            # Further clients wait in the kernel's backlog until one closes.
+            self._stop_accepting()
+            return None
+        try:
+            sock, address = listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                # Out of descriptors: stop asking for a moment instead of
+                # spinning on a listener that stays readable.
+                log.warning("cannot accept connections: %s; pausing", exc)
+                # The resume time first: a reactor that saw accepting stopped
+                # without it would resume at once.
+                self._resume_accepting_at = time.monotonic() + ACCEPT_BACKOFF
                 self._stop_accepting()
-                return
-            try:
-                sock, address = listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    # Out of descriptors: stop asking for a moment instead of
-                    # spinning on a listener that stays readable.
-                    log.warning("cannot accept connections: %s; pausing", exc)
-                    self._stop_accepting()
-                    self._resume_accepting_at = time.monotonic() + ACCEPT_BACKOFF
-                # Otherwise the client gave up before we accepted (ECONNABORTED …).
-                return
-            # With --proxy-protocol, a trusted peer (the proxy) must start with a
-            # PROXY line naming the real client; nobody else may.
-            peer = str(address[0]) if isinstance(address, tuple) else ""
-            proxied = self.config.proxy_protocol and peer in trusted
-            connections.add(Connection(sock, address, proxied))
+                if threading.get_ident() != self.loop_thread:
+                    self.waker.wake()  # its timer is the reactor's
+            # Otherwise the client gave up before we accepted (ECONNABORTED …),
+            # or the listener closed under a worker (the stop).
+            return None
+        # With --proxy-protocol, a trusted peer (the proxy) must start with a
+        # PROXY line naming the real client; nobody else may.
+        peer = str(address[0]) if isinstance(address, tuple) else ""
+        proxied = self.config.proxy_protocol and peer in self.owner.trusted_proxies
+        return Connection(sock, address, proxied)
 
     def _stop_accepting(self) -> None:
-        if self._accepting:
-            self._accepting = False
-            for fd in self._listener_fds:
-                self.poller.remove(fd)
+        with self._listener_lock:  # workers may stop it, the reactor resumes it
+            if self._accepting:
+                self._accepting = False
+                for fd in self._listener_fds:
+                    self._listen.remove(fd)
 
     def _start_accepting(self) -> None:
-        if not self._accepting and not self.owner.stopping:
-            self._accepting = True
-            for fd in self._listener_fds:
-                try:
-                    self.poller.add_listener(fd)
-                except (OSError, ValueError):
-                    pass
+        with self._listener_lock:
+            if not self._accepting and not self.owner.stopping:
+                self._accepting = True
+                for fd in self._listener_fds:
+                    try:
+                        self._listen.add_listener(fd)
+                    except (OSError, ValueError):
+                        pass
 
     def close_listeners(self) -> None:
         """Stop listening, once: out of the poller first, then closed (unix files unlinked)."""
         with self._listener_lock:
             listeners, self._listener_fds = self._listener_fds, {}
             for fd in listeners:
-                self.poller.remove(fd)
+                # Out of the epoll before closed: a listener shared with other
+                # processes stays open in them, and epoll would go on reporting it.
+                self._listen.remove(fd)
             for listener in listeners.values():
                 try:
                     close_listener(listener)

@@ -9,7 +9,10 @@ The workers' side, two implementations of :class:`~wsgibridge.serving.pool.Ready
   epoll of their own with ``EPOLLONESHOT``, and workers wait on it directly,
   so a request wakes the worker that will serve it and nothing else.  The
   kernel disarms a connection when it fires, so each readiness event goes
-  to exactly one worker; a worker arms it again when it parks it.
+  to exactly one worker; a worker arms it again when it parks it.  The
+  listeners are in it too (level-triggered): the waiting worker accepts a
+  new connection itself and serves its first request at once, with no
+  hand-over from the reactor.
 * :class:`QueueSource` (elsewhere): the reactor polls the parked
   connections along with everything else and puts the ready ones here.
 
@@ -38,6 +41,9 @@ from typing import Protocol
 HAS_EPOLL = hasattr(select, "epoll")
 
 _ONESHOT_IN = sum(getattr(select, name, 0) for name in ("EPOLLIN", "EPOLLRDHUP", "EPOLLONESHOT"))
+# A listener shared by pre-forked processes wakes one of their epolls per new
+# connection, not all of them (Linux 4.5; without it, all wake and one wins).
+_LISTENER_IN = getattr(select, "EPOLLIN", 0) | getattr(select, "EPOLLEXCLUSIVE", 0)
 
 
 class EpollSource:
@@ -58,6 +64,10 @@ class EpollSource:
             self._epoll.modify(fd, _ONESHOT_IN)
         else:
             self._epoll.register(fd, _ONESHOT_IN)
+
+    def add_listener(self, fd: int) -> None:
+        """Report ``fd`` whenever a connection waits on it (level-triggered, never disarmed)."""
+        self._epoll.register(fd, _LISTENER_IN)
 
     def remove(self, fd: int) -> None:
         try:

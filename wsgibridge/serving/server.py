@@ -4,9 +4,10 @@ Rule: ``WSGIServer`` wires and answers; the work is done by its parts, each
 owned by one kind of thread.  It binds every listening socket when it is
 made (port 0 gives a real port at once); ``serve_forever`` runs the
 :class:`~wsgibridge.serving.reactor.Reactor` in the calling thread;
-:class:`~wsgibridge.serving.pool.WorkerPool` threads serve the connections
-that :class:`~wsgibridge.serving.connection.Connections` parks (idle
-clients hold a file descriptor, never a thread).  A stream of small requests
+:class:`~wsgibridge.serving.pool.WorkerPool` threads accept (with epoll)
+and serve the connections that
+:class:`~wsgibridge.serving.connection.Connections` parks (idle clients
+hold a file descriptor, never a thread).  A stream of small requests
 on many connections is so served by one thread back to back; the reactor
 only steps in when work waits behind workers that are all busy.
 
@@ -132,8 +133,9 @@ class WSGIServer:
                 self._fixed_local = (self.host, str(self.port))
         epoll = HAS_EPOLL if use_epoll is None else use_epoll
         self.reactor = Reactor(self, self.listeners, epoll)
-        # Parked connections: in an epoll the workers wait on themselves, or
-        # (without epoll) in the reactor's poller, which hands them over.
+        # Parked connections (and the listeners): in an epoll the workers wait
+        # on themselves, or (without epoll) in the reactor's poller, which
+        # accepts and hands them over.
         source = ready_source(epoll)
         self.connections = Connections(self, self.reactor.poller, source, self.reactor)
         self.pool = WorkerPool(config.threads, source, self.connections.serve_fd, self.reactor.wake)
