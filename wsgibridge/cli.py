@@ -1,8 +1,12 @@
 """The ``wsgibridge`` command: ``wsgibridge [options] module:app``.
 
 Every option is generated from a :class:`~wsgibridge.config.Config` field, so
-the command line and the Python API accept the same names.  This is the only
-module that prints to the terminal or decides an exit code.
+the command line and the Python API accept the same names; the same names are
+the keys of a ``--config`` TOML file and, as ``WSGIBRIDGE_<FIELD>``, environment
+variables (``configfile.py`` reads both; the options given here win over the
+environment, which wins over the file).  ``--check-config`` and
+``--print-config`` stop before anything listens.  This is the only module that
+prints to the terminal or decides an exit code.
 """
 
 from __future__ import annotations
@@ -14,16 +18,19 @@ import importlib
 import os
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
 from ._mypyc import compiled
 from ._types import WSGIApp
 from ._version import __version__
 from .config import Config, config_fields
-from .errors import ConfigError
+from .configfile import Loaded, parse_octal, to_toml
+from .configfile import load as load_settings
+from .errors import ConfigError, ConfigSourceError
 from .serving.run import configure_logging
 from .serving.run import serve as default_serve
+from .serving.server import tls_context
 
 EXIT_USAGE = 2
 
@@ -94,7 +101,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "app",
-        help="the application as module:attribute, or module:factory() to call a factory",
+        nargs="?",
+        help="the application as module:attribute, or module:factory() to call a factory"
+        " (not needed with --print-config)",
+    )
+    # Options of the command itself, not Config fields.
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        default=None,
+        help="Read settings from this TOML file: keys are the option names (with - or _)."
+        " WSGIBRIDGE_<OPTION> environment variables count too; the command line wins over"
+        " the environment, which wins over the file.",
+    )
+    parser.add_argument(
+        "--check-config",
+        action="store_true",
+        help="Load the settings, import the app and load the TLS files, then exit without"
+        " listening: 0 if all is well, else 2 and the error.",
+    )
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="Print the effective settings as TOML (which --config reads back) and exit;"
+        " the app is not imported unless --check-config is given too.",
     )
     defaults = Config()
     for field in config_fields():
@@ -150,21 +180,27 @@ def build_parser() -> argparse.ArgumentParser:
 def _octal(text: str) -> int:
     """An octal number such as ``660`` or ``0o660`` (file modes)."""
     try:
-        return int(text.removeprefix("0o"), 8)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an octal number: {text!r}") from None
+        return parse_octal(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def config_from_args(args: argparse.Namespace) -> Config:
-    """A Config from parsed arguments; options not given keep their defaults."""
+def command_line_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The Config fields given on the command line (an option not given is None there)."""
     values = {
         field.name: getattr(args, field.name)
         for field in config_fields()
         if getattr(args, field.name, None) is not None
     }
-    if "bind" in values:
-        values["bind"] = tuple(values["bind"])
-    return Config(**values)
+    for name, value in values.items():
+        if isinstance(value, list):  # a repeatable option
+            values[name] = tuple(value)
+    return values
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """A Config from parsed arguments alone; options not given keep their defaults."""
+    return Config(**command_line_values(args))
 
 
 def load_app(spec: str) -> WSGIApp:
@@ -263,25 +299,75 @@ def _listen_hint(exc: OSError) -> str:
     return ""
 
 
+def _print_import_error(exc: AppImportError) -> None:
+    print(f"wsgibridge: error: {exc}", file=sys.stderr)
+    if exc.details:
+        print(exc.details, file=sys.stderr)
+
+
+def _check_and_print(args: argparse.Namespace, loaded: Loaded) -> int:
+    """``--check-config`` and ``--print-config``: everything but listening."""
+    config = loaded.config
+    if args.check_config:
+        try:
+            load_app(args.app)
+        except AppImportError as exc:
+            _print_import_error(exc)
+            return EXIT_USAGE
+        if config.certfile:
+            try:
+                tls_context(config)
+            except ConfigError as exc:
+                print(f"wsgibridge: error: {exc}", file=sys.stderr)
+                return EXIT_USAGE
+    if args.print_config:
+        try:
+            text = to_toml(config, loaded.origins)
+        except ValueError as exc:
+            print(f"wsgibridge: error: cannot print the settings: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        sys.stdout.write(text)
+    if args.check_config:
+        print(
+            f"wsgibridge: configuration OK: {args.app} imported, would listen on"
+            f" {', '.join(config.binds)}",
+            file=sys.stderr,
+        )
+    return 0
+
+
 def main(
     argv: Sequence[str] | None = None,
     *,
     serve: Callable[..., None] = default_serve,
+    environ: Mapping[str, str] | None = None,
 ) -> int:
-    """Run the command line; returns the exit code (2: usage or configuration, 1: runtime)."""
+    """Run the command line; returns the exit code (2: usage or configuration, 1: runtime).
+
+    ``environ`` is where ``WSGIBRIDGE_*`` settings are read (default: ``os.environ``).
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.app is None and (args.check_config or not args.print_config):
+        parser.error("the following arguments are required: app")
     try:
-        config = config_from_args(args)
-    except ValueError as exc:
-        print(f"wsgibridge: error: {exc} (see wsgibridge --help)", file=sys.stderr)
+        loaded = load_settings(
+            command_line_values(args),
+            path=args.config,
+            environ=os.environ if environ is None else environ,
+        )
+    except ConfigSourceError as exc:
+        # An option's own error names the option; a file's or variable's names its source.
+        hint = "" if exc.source else " (see wsgibridge --help)"
+        print(f"wsgibridge: error: {exc}{hint}", file=sys.stderr)
         return EXIT_USAGE
+    if args.check_config or args.print_config:
+        return _check_and_print(args, loaded)
+    config = loaded.config
     try:
         app = load_app(args.app)
     except AppImportError as exc:
-        print(f"wsgibridge: error: {exc}", file=sys.stderr)
-        if exc.details:
-            print(exc.details, file=sys.stderr)
+        _print_import_error(exc)
         return EXIT_USAGE
     try:
         configure_logging(config.log_level, config.access_log_file)

@@ -15,6 +15,7 @@
      │    └── VersionNotSupported   505
      ├── ClientDisconnected         the client went away (also a ConnectionError)
      ├── ConfigError                a setting that cannot be used (also a ValueError)
+     │    └── ConfigSourceError     one from a config file, the environment or the command line
      └── AppError                   the application broke PEP 3333 (answered with 500)
           └── ResponseHeaderError   a status line or header the server refuses to send
 
@@ -105,6 +106,20 @@ class ConfigError(WSGIBridgeError, ValueError):
     Raised when the server is made, before it listens; the command line
     reports it as one line and exits 2.
     """
+
+
+class ConfigSourceError(ConfigError):
+    """A setting from a config file, an environment variable or the command line is refused.
+
+    The text is the whole line to show, starting with where the setting came
+    from (``/etc/app.toml: key 'threads': must be an integer, not "8"``);
+    ``source`` is that file's path or that variable's name, empty for the
+    command line (whose own errors name the option instead).
+    """
+
+    def __init__(self, message: str, *, source: str = "") -> None:
+        super().__init__(message)
+        self.source = source
 
 
 class AppError(WSGIBridgeError):

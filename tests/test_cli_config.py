@@ -1,0 +1,327 @@
+"""The CLI's --config, WSGIBRIDGE_* variables, --check-config and --print-config."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from wsgibridge import Config
+from wsgibridge.cli import main
+from wsgibridge.config import config_fields
+from wsgibridge.configfile import env_name
+
+from .test_cli import FakeServe
+
+pytestmark = pytest.mark.integration  # cross-cutting: run or skip as a group
+
+README = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+
+
+@pytest.fixture
+def appdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    (tmp_path / "cfg_target_app.py").write_text(
+        textwrap.dedent(
+            """
+            def app(environ, start_response):
+                start_response("200 OK", [])
+                return [b"ok"]
+            """
+        )
+    )
+    (tmp_path / "cfg_broken_app.py").write_text("raise RuntimeError('broken at import')\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for field in config_fields():  # the caller's own settings must not leak in
+        monkeypatch.delenv(env_name(field.name), raising=False)
+    return tmp_path
+
+
+def served(argv: list[str], environ: dict[str, str] | None = None) -> Config:
+    """The Config the CLI would serve with."""
+    serve = FakeServe()
+    assert main(argv, serve=serve, environ=environ or {}) == 0
+    ((_, config),) = serve.calls
+    return config
+
+
+def write(path: Path, text: str) -> str:
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return str(path)
+
+
+def test_the_file_reaches_the_config(appdir: Path) -> None:
+    path = write(
+        appdir / "app.toml",
+        """
+        threads = 3
+        read-timeout = 2.5
+        bind = ["127.0.0.1:0", "unix:/tmp/x.sock"]
+        unix-socket-mode = "600"
+        access_log = false
+        """,
+    )
+    config = served(["--config", path, "cfg_target_app:app"])
+    assert config == Config(
+        threads=3,
+        read_timeout=2.5,
+        bind=("127.0.0.1:0", "unix:/tmp/x.sock"),
+        unix_socket_mode=0o600,
+        access_log=False,
+    )
+
+
+def test_command_line_over_environment_over_file(appdir: Path) -> None:
+    path = write(appdir / "app.toml", "threads = 2\nbacklog = 10\nworkers = 3\n")
+    config = served(
+        ["--config", path, "--threads", "4", "cfg_target_app:app"],
+        environ={"WSGIBRIDGE_THREADS": "3", "WSGIBRIDGE_BACKLOG": "20"},
+    )
+    assert (config.threads, config.backlog, config.workers) == (4, 20, 3)
+
+
+def test_the_environment_alone(appdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without ``environ=``, main reads the process's environment."""
+    monkeypatch.setenv("WSGIBRIDGE_PORT", "0")
+    monkeypatch.setenv("WSGIBRIDGE_NO_SUCH_SETTING", "ignored")
+    serve = FakeServe()
+    assert main(["cfg_target_app:app"], serve=serve) == 0
+    assert serve.calls[0][1] == Config(port=0)
+
+
+def run_err(
+    capsys: pytest.CaptureFixture[str], argv: list[str], environ: dict[str, str] | None = None
+) -> str:
+    """The one line of stderr of a CLI run that exits 2 without serving."""
+    serve = FakeServe()
+    assert main(argv, serve=serve, environ=environ or {}) == 2
+    assert serve.calls == []
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    (line,) = captured.err.splitlines()
+    return line
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ('threads = "8"', "key 'threads': must be an integer, not \"8\""),
+        ("threadz = 8", "unknown key 'threadz' (did you mean 'threads'?)"),
+        ("threads = 0", "key 'threads': threads must be at least 1, not 0"),
+        ("threads = = 8", "not valid TOML: Invalid value (at line 1, column 11)"),
+    ],
+    ids=["type", "unknown", "value", "syntax"],
+)
+def test_a_bad_file_is_one_line_naming_key_and_file(
+    appdir: Path, capsys: pytest.CaptureFixture[str], text: str, reason: str
+) -> None:
+    path = write(appdir / "app.toml", text)
+    for extra in ([], ["--check-config"], ["--print-config"]):
+        line = run_err(capsys, ["--config", path, *extra, "cfg_target_app:app"])
+        assert line == f"wsgibridge: error: {path}: {reason}"
+
+
+def test_a_missing_file_is_one_line(appdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    line = run_err(capsys, ["--config", "nope.toml", "cfg_target_app:app"])
+    assert line == (
+        "wsgibridge: error: nope.toml: cannot read the config file: No such file or directory"
+    )
+
+
+def test_a_bad_variable_is_one_line_naming_it(
+    appdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    line = run_err(capsys, ["cfg_target_app:app"], environ={"WSGIBRIDGE_PORT": "eighty"})
+    assert line == (
+        'wsgibridge: error: environment variable WSGIBRIDGE_PORT: must be an integer, not "eighty"'
+    )
+
+
+def test_a_bad_option_keeps_its_hint(appdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(appdir / "app.toml", "threads = 2\n")
+    line = run_err(capsys, ["--config", path, "--threads", "0", "cfg_target_app:app"])
+    assert line == "wsgibridge: error: threads must be at least 1, not 0 (see wsgibridge --help)"
+
+
+def test_without_a_toml_parser_config_is_refused_clearly(
+    appdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "tomllib", None)
+    monkeypatch.setitem(sys.modules, "tomli", None)
+    path = write(appdir / "app.toml", "threads = 2\n")
+    line = run_err(capsys, ["--config", path, "cfg_target_app:app"])
+    assert line.startswith(
+        f"wsgibridge: error: {path}: reading a TOML config file needs Python 3.11 or later"
+    )
+    # The options and the environment still work without it.
+    assert served(["cfg_target_app:app"], environ={"WSGIBRIDGE_THREADS": "2"}).threads == 2
+
+
+# -- --check-config ---------------------------------------------------------------------
+
+
+def test_check_config_imports_the_app_and_does_not_serve(
+    appdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(appdir / "app.toml", 'bind = ["127.0.0.1:0"]\n')
+    serve = FakeServe()
+    assert main(["--config", path, "--check-config", "cfg_target_app:app"], serve=serve) == 0
+    assert serve.calls == []
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.splitlines() == [
+        "wsgibridge: configuration OK: cfg_target_app:app imported, would listen on 127.0.0.1:0"
+    ]
+
+
+def test_check_config_refuses_an_app_that_fails_to_import(
+    appdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--check-config", "cfg_broken_app:app"], serve=FakeServe(), environ={}) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == (
+        "wsgibridge: error: importing 'cfg_broken_app' failed: RuntimeError: broken at import"
+    )
+    assert lines[-1] == "RuntimeError: broken at import"
+
+
+def test_check_config_loads_the_tls_files(appdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(appdir / "app.toml", 'certfile = "/nonexistent/cert.pem"\n')
+    line = run_err(capsys, ["--config", path, "--check-config", "cfg_target_app:app"])
+    assert line == (
+        "wsgibridge: error: cannot read the certfile '/nonexistent/cert.pem': No such file or"
+        " directory"
+    )
+
+
+def test_check_config_needs_the_app(appdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["--check-config"], ["--check-config", "--print-config"]):
+        with pytest.raises(SystemExit) as exited:
+            main(argv, serve=FakeServe(), environ={})
+        assert exited.value.code == 2
+        assert "the following arguments are required: app" in capsys.readouterr().err
+
+
+# -- --print-config ---------------------------------------------------------------------
+
+
+def printed(capsys: pytest.CaptureFixture[str], argv: list[str], environ: dict[str, str]) -> str:
+    serve = FakeServe()
+    assert main([*argv, "--print-config"], serve=serve, environ=environ) == 0
+    assert serve.calls == []
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    return captured.out
+
+
+def test_print_config_reads_back_to_the_same_config(
+    appdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What --print-config prints, --config reads back: the same Config is served."""
+    path = write(appdir / "app.toml", 'access-log-format = "{client} \\"{request}\\" {status}"\n')
+    argv = [
+        "--config",
+        path,
+        "--bind",
+        "unix:/tmp/a b.sock",
+        "--bind",
+        "[::1]:0",
+        "--unix-socket-mode",
+        "600",
+        "--read-timeout",
+        "0.5",
+        "--no-access-log",
+        "--url-prefix",
+        "/caf\u00e9",
+    ]
+    environ = {"WSGIBRIDGE_THREADS": "3", "WSGIBRIDGE_LINT": "yes"}
+    text = printed(capsys, argv, environ)  # no app needed
+    expected = served([*argv, "cfg_target_app:app"], environ)
+    assert expected.threads == 3 and expected.lint is True  # the environment was used
+    assert "threads = 3  # from environment variable WSGIBRIDGE_THREADS\n" in text
+    again = write(appdir / "printed.toml", text)
+    assert served(["--config", again, "cfg_target_app:app"]) == expected
+    # Printed again from that file: the same settings, now all from the file.
+    reprinted = printed(capsys, ["--config", again], {})
+    assert without_origins(reprinted) == without_origins(text)
+    assert f"threads = 3  # from {again} (threads)" in reprinted
+
+
+def without_origins(text: str) -> str:
+    return re.sub(r"  # from .*$", "", text, flags=re.MULTILINE)
+
+
+def test_print_config_of_the_defaults(appdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = printed(capsys, [], {})
+    keys = re.findall(r"^(\w+) = ", text, flags=re.MULTILINE)
+    defaults = Config()
+    assert keys == [f.name for f in config_fields() if getattr(defaults, f.name) is not None]
+    assert "# from" not in text  # nothing but defaults
+    assert served(["--config", write(appdir / "d.toml", text), "cfg_target_app:app"]) == defaults
+
+
+def test_print_and_check_together(appdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--print-config", "--check-config", "cfg_target_app:app"], environ={}) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("# wsgibridge settings")
+    assert captured.err.startswith("wsgibridge: configuration OK")
+    assert main(["--print-config", "--check-config", "cfg_broken_app:app"], environ={}) == 2
+    assert capsys.readouterr().out == ""  # nothing printed for a config that does not work
+
+
+# -- the real command -------------------------------------------------------------------
+
+
+def test_the_command_checks_a_config_file(appdir: Path) -> None:
+    """``python -m wsgibridge --config F --check-config``: exit 0, or 2 and the one line."""
+    good = write(appdir / "good.toml", "threads = 2\n")
+    bad = write(appdir / "bad.toml", 'threads = 2\nworkers = "two"\n')
+    fields = {env_name(field.name) for field in config_fields()}
+    environ = {name: value for name, value in os.environ.items() if name not in fields}
+    environ["WSGIBRIDGE_BACKLOG"] = "7"
+
+    def wsgibridge(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "wsgibridge", *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd=appdir,
+            env=environ,
+        )
+
+    ok = wsgibridge("--config", good, "--check-config", "cfg_target_app:app")
+    assert (ok.returncode, ok.stdout) == (0, ""), ok.stderr
+    refused = wsgibridge("--config", bad, "--check-config", "cfg_target_app:app")
+    assert refused.returncode == 2
+    assert refused.stderr.splitlines() == [
+        f"wsgibridge: error: {bad}: key 'workers': must be an integer, not \"two\""
+    ]
+    shown = wsgibridge("--config", good, "--print-config")
+    assert shown.returncode == 0, shown.stderr
+    assert "backlog = 7  # from environment variable WSGIBRIDGE_BACKLOG" in shown.stdout
+    assert f"threads = 2  # from {good} (threads)" in shown.stdout
+
+
+# -- the README -------------------------------------------------------------------------
+
+
+def test_the_readme_config_example_is_read_as_it_says(
+    appdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's TOML example loads, and its environment line overrides it as told."""
+    (block,) = re.findall(r"^```toml\n(.*?)^```", README, flags=re.DOTALL | re.MULTILINE)
+    path = write(appdir / "wsgibridge.toml", block)
+    config = served(["--config", path, "cfg_target_app:app"])
+    assert config.bind and config.threads != Config().threads
+    override = served(
+        ["--config", path, "--threads", "2", "cfg_target_app:app"], {"WSGIBRIDGE_THREADS": "9"}
+    )
+    assert override.threads == 2
+    from_env = served(["--config", path, "cfg_target_app:app"], {"WSGIBRIDGE_THREADS": "9"})
+    assert from_env.threads == 9
