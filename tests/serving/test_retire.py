@@ -60,3 +60,25 @@ def test_retire_stops_after_its_timeout_with_an_idle_connection() -> None:
             assert 0.25 < time.monotonic() - started < 3
             assert server.stopping
             assert sock.recv(1) == b""  # the idle connection is closed by the stop
+
+
+def test_a_client_left_waiting_on_the_listener_is_taken_by_the_retiring_server() -> None:
+    """No other process takes it here (as when the kernel's one wake-up for it went to
+    this process just before its listeners left the poller): the retiring server
+    notices it within a moment and serves it, with ``Connection: close``."""
+    with serve_in_thread(hello) as background:
+        server = background.server
+        keep = socket.create_connection((server.host, server.port), timeout=5)
+        with keep:
+            keep.sendall(request("/"))
+            assert ResponseReader(keep).read_response().status == 200
+            retiring = threading.Thread(target=server.retire, args=(10.0,))
+            retiring.start()
+            time.sleep(0.1)
+            with socket.create_connection((server.host, server.port), timeout=5) as late:
+                late.sendall(request("/"))
+                response = ResponseReader(late).read_response()
+            assert response.status == 200 and response.header("Connection") == "close"
+            assert retiring.is_alive()
+        retiring.join(5)
+        assert not retiring.is_alive()

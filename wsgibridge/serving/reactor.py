@@ -303,6 +303,24 @@ class Reactor:
             self._retired = True
             self._stop_accepting()
 
+    def take_waiting(self) -> list[Connection]:
+        """After :meth:`stop_listening`: a client waiting on each listener now, if any.
+
+        The kernel wakes one process per new connection on a shared listener
+        (``EPOLLEXCLUSIVE``); a wake-up it gave this one just before the
+        listener left the poller is lost with it, and that client would wait
+        for the next one to arrive.  The retiring server takes such clients
+        itself; one the others were about to take is simply not there.
+        """
+        with self._listener_lock:
+            listeners = list(self._listener_fds.values())
+        taken = []
+        for listener in listeners:
+            conn = self._take(listener)
+            if conn is not None:
+                taken.append(conn)
+        return taken
+
     def close_listeners(self) -> None:
         """Stop listening, once: out of the poller first, then closed (unix files unlinked)."""
         with self._listener_lock:

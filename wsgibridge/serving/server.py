@@ -55,7 +55,8 @@ THREAD_MARGIN = 0.1
 # How soon the main thread notices a signal while it waits for requests in flight.
 SIGNAL_LATENCY = 0.05
 # How long a retiring server waits at least, so that a worker woken for a new
-# client just before the listeners left its poller can still accept it.
+# client just before the listeners left its poller can still accept it; and
+# how often it then looks for a client nobody was woken for.
 RETIRE_SETTLE = 0.05
 
 
@@ -232,16 +233,18 @@ class WSGIServer:
         deadline = start + timeout
         changed = self.connections.changed
         table = self.connections.table
-        with changed:
-            while not self._stopping:
-                now = time.monotonic()
-                # Even with nothing open, a thread woken for a new client just
-                # before gets RETIRE_SETTLE to take it.
-                settle = start + RETIRE_SETTLE - now
-                left = deadline - now
-                if (not table and settle <= 0) or left <= 0:
+        while not self._stopping:
+            settled = time.monotonic() - start >= RETIRE_SETTLE
+            if settled:
+                # A client whose wake-up this process got just before it left
+                # the poller would wait for the next arrival: served here.
+                for conn in self.reactor.take_waiting():
+                    self.connections.add(conn)
+            with changed:
+                left = deadline - time.monotonic()
+                if (not table and settled) or left <= 0:
                     break
-                changed.wait(min(left if table else settle, SIGNAL_LATENCY * 10))
+                changed.wait(min(left, RETIRE_SETTLE))
         self.request_shutdown()
 
     def cut_short(self) -> None:
