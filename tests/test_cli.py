@@ -59,7 +59,8 @@ class FakeServe:
     def __init__(self) -> None:
         self.calls: list[tuple[Any, Config]] = []
 
-    def __call__(self, app: Any, *, config: Config) -> None:
+    def __call__(self, app: Any, *, config: Config, loader: Any = None) -> None:
+        # loader: how the arbiter imports the app anew (only when it runs one).
         self.calls.append((app, config))
 
 

@@ -84,7 +84,7 @@ from procapp import app
 os.register_at_fork(after_in_child=lambda: os._exit(3))
 """
 
-SERVING = re.compile(r"serving on (?P<addresses>.+?)(?: with \d+ worker processes)?$")
+SERVING = re.compile(r"serving on (?P<addresses>.+?)(?: with \d+ worker process(?:es)?)?$")
 SIGNALS = [signal.SIGTERM, signal.SIGINT]
 SIGNAL_IDS = ["SIGTERM", "SIGINT"]
 

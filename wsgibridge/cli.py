@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import ast
 import errno
+import functools
 import importlib
 import os
 import sys
@@ -28,7 +29,7 @@ from .config import Config, config_fields
 from .configfile import Loaded, parse_octal, to_toml
 from .configfile import load as load_settings
 from .errors import ConfigError, ConfigSourceError
-from .serving.run import configure_logging
+from .serving.run import configure_logging, uses_arbiter
 from .serving.run import serve as default_serve
 from .serving.server import tls_context
 
@@ -375,8 +376,10 @@ def main(
         print(f"wsgibridge: error: cannot open the access log: {exc}", file=sys.stderr)
         return EXIT_USAGE
     debug = config.log_level == "debug"
+    # Under an arbiter, a reload imports the app anew in each new worker.
+    reload_with = {"loader": functools.partial(load_app, args.app)} if uses_arbiter(config) else {}
     try:
-        serve(app, config=config)
+        serve(app, config=config, **reload_with)
     except (ConfigError, ValueError) as exc:
         print(f"wsgibridge: error: {exc}", file=sys.stderr)
         if debug:

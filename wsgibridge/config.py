@@ -81,6 +81,42 @@ class Config:
             " a dead one is replaced."
         ),
     )
+    # -- recycling and reload (pre-forked workers) -------------------------------------
+    max_requests: int = field(
+        default=0,
+        metadata=_opt(
+            "Requests a worker process serves before it is replaced, the replacement"
+            " accepting first (0: no limit)."
+        ),
+    )
+    max_requests_jitter: int = field(
+        default=0,
+        metadata=_opt(
+            "Up to this many more requests, drawn per worker, so that workers are not"
+            " all replaced at once."
+        ),
+    )
+    max_worker_memory: int = field(
+        default=0,
+        metadata=_opt(
+            "MiB of resident memory (RSS) beyond which a worker process is replaced"
+            " (0: no limit); checked every second."
+        ),
+    )
+    reload: bool = field(
+        default=False,
+        metadata=_opt(
+            "Development: when a file of the app's modules changes, restart the workers"
+            " with the new code (a broken edit leaves the old code serving)."
+        ),
+    )
+    reload_extra: tuple[str, ...] = field(
+        default=(),
+        metadata=_opt(
+            "More files whose change reloads, as a glob (** allowed), with --reload.",
+            metavar="GLOB",
+        ),
+    )
     # -- timeouts -------------------------------------------------------------------------
     header_timeout: float = field(
         default=10 * SECONDS,
@@ -242,6 +278,15 @@ class Config:
         for name in ("threads", "backlog", "connection_limit", "workers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
+        if not isinstance(self.reload_extra, tuple):
+            object.__setattr__(self, "reload_extra", tuple(self.reload_extra))
+        for name in ("max_requests", "max_requests_jitter", "max_worker_memory"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative (0 means off)")
+        if self.max_requests_jitter and not self.max_requests:
+            raise ValueError("max_requests_jitter needs max_requests")
+        if self.reload_extra and not self.reload:
+            raise ValueError("reload_extra needs reload")
         for name in (
             "header_timeout",
             "read_timeout",

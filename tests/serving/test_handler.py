@@ -47,6 +47,7 @@ class FakeServer:
         self.observers: list[Callable[[AccessRecord], None]] = [self.records.append]
         self.begun = 0
         self.stopping = False
+        self.draining = False
 
     def note_request(self) -> None:
         self.begun += 1

@@ -8,6 +8,7 @@ request), a connection's life
 outside its handler (``connection``), every poll/epoll object
 (``readiness``), the reactor thread (``reactor``), the worker threads
 (``pool``), the server that wires them (``server``), the process entry point
-(``run``), pre-forked processes (``prefork``) and a server in a background
-thread (``background``).
+(``run``), pre-forked processes (``prefork``, what runs in each of them:
+``workerprocess``, and reloading the app's code: ``reloader``) and a
+server in a background thread (``background``).
 """

@@ -84,6 +84,11 @@ class ServerContext(Protocol):
     @property
     def stopping(self) -> bool: ...
 
+    # True while the server hands its clients over to other processes: every
+    # response from then on says Connection: close (the connection is kept
+    # until then, so no request the client sends meanwhile is lost).
+    draining: bool
+
     def note_request(self) -> None:
         """Count a request that observers will see recorded."""
 
@@ -339,7 +344,7 @@ class WSGIRequestHandler(ConnectionStream, ExchangeLogging, BaseHTTPRequestHandl
         environ = exchange.environ = self.make_environ(head, body)
 
         def will_close(complete: bool) -> bool:
-            if server.stopping:
+            if server.stopping or server.draining:
                 return True
             if complete:
                 # The app is done with the body: settle it now, so that the

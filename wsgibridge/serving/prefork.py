@@ -5,23 +5,38 @@ forks N workers, which inherit them; the kernel hands each new connection to
 one of the processes waiting in ``accept``, so every core serves.  Each
 worker is an ordinary server over the inherited sockets, with its own
 thread pool, made by the callable the arbiter is given (it never imports
-the server module).  The arbiter serves nothing: it
-replaces a worker that dies, and on SIGTERM or SIGINT it asks every worker
-to stop gracefully (they finish their requests in flight), waits for them
-up to ``graceful_timeout`` plus a margin, then kills what is left.
+the server module); what runs in a worker is in ``workerprocess``.  The
+arbiter serves nothing: it replaces a worker that dies, and on SIGTERM or
+SIGINT it asks every worker to stop gracefully (they finish their requests
+in flight), waits for them up to ``graceful_timeout`` plus a margin, then
+kills what is left.
 
-The app is imported once, in the arbiter, before the fork, so workers share
-its memory pages until they write to them.  A worker notices the arbiter's
-death through a pipe (no polling): when the arbiter is gone, the pipe's
-write end closes and the worker stops.
+Replacing a worker that is alive (recycling after ``--max-requests`` or
+past ``--max-worker-memory``, a reload) never leaves fewer than N workers
+accepting and never resets a connection: the replacement is forked first;
+only once it says it accepts is the old one told to retire - it stops
+accepting (the shared listeners stay open in the others, so nothing queued
+is lost), answers what still comes on its open connections with
+``Connection: close``, and exits when they are done.
 
-Only the main thread of a process without other threads may fork safely;
-``serve`` checks the first, and the arbiter starts no threads.
+SIGHUP (or, with ``--reload``, a changed file of the app) replaces every
+worker that way, one at a time; after the first reload, every worker forked
+imports the app anew from its files (``reloader.fresh_import``), so the new
+code and TLS certificate files are read.  A new worker that fails (the new
+code does not import) ends the reload: the old workers keep serving.
+SIGTTIN adds a worker, SIGTTOU retires one (never the last).
+
+The app is imported once, in the arbiter, before the first fork, so workers
+share its memory pages until they write to them.  Only the main thread of a
+process without other threads may fork safely; ``serve`` checks the first,
+and the arbiter starts no threads (the ``--reload`` watcher is polled from
+its loop).
 """
 
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import select
@@ -30,12 +45,27 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import FrameType
-from typing import Protocol
 
+from .._types import WSGIApp
 from ..config import Config
 from .accesssink import flush_all
 from .listen import close_listener, listener_address
+from .reloader import POLL_INTERVAL, Watcher, app_modules
+from .workerprocess import (
+    EXIT_IMPORT_FAILED,
+    FILES,
+    READY,
+    RECYCLE,
+    RETIRE,
+    ServerFactory,
+    WorkerServer,
+    run_worker,
+    send_line,
+)
+
+__all__ = ["Arbiter", "ServerFactory", "WorkerServer", "serve_prefork"]
 
 log = logging.getLogger("wsgibridge.server")
 
@@ -43,32 +73,45 @@ log = logging.getLogger("wsgibridge.server")
 # MAX_BOOT_FAILURES of those in a row the arbiter gives up.
 BOOT_SECONDS = 2.0
 MAX_BOOT_FAILURES = 5
+# A worker that has not said it accepts within this long is killed.
+READY_TIMEOUT = 60.0
+# After a replacement failed to start, how long before a recycle is tried again.
+RECYCLE_RETRY = 5.0
 # Blocked across a fork (see Arbiter._spawn).
-WORKER_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGCHLD}
+WORKER_SIGNALS = {
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGQUIT,
+    signal.SIGCHLD,
+    signal.SIGHUP,
+    signal.SIGTTIN,
+    signal.SIGTTOU,
+}
 # Time beyond graceful_timeout a worker gets to exit before it is killed.
 KILL_MARGIN = 5.0
 
 
-class WorkerServer(Protocol):
-    """What a worker process runs (``WSGIServer`` is one)."""
+@dataclass(eq=False)
+class Worker:
+    """The arbiter's record of one worker process."""
+
+    pid: int
+    channel: socket.socket | None  # the arbiter's end; None once the worker closed its own
+    started: float
+    generation: int  # the reload it was forked for
+    ready: bool = False  # it said it accepts
+    retiring: bool = False  # told to retire (or to stop)
+    replaced_by: int = 0  # the pid of the replacement booting for it
+    replaces: int = 0  # the pid it replaces once ready
+    for_reload: bool = False  # forked to replace an older generation
+    recycle: str = ""  # why it asked to be replaced (not yet done)
+    retry_at: float = 0.0  # no new replacement before this time
+    pending: bytes = b""  # an incomplete line from the channel
 
     @property
-    def stopping(self) -> bool: ...
-
-    @property
-    def wakeup_fd(self) -> int: ...
-
-    def serve_forever(self) -> None: ...
-
-    def request_shutdown(self) -> None: ...
-
-    def cut_short(self) -> None: ...
-
-    def server_close(self) -> None: ...
-
-
-# Makes a worker's server over the inherited listening sockets (in the child).
-ServerFactory = Callable[[list[socket.socket]], WorkerServer]
+    def kept(self) -> bool:
+        """Counted among the N: neither retiring nor about to be replaced."""
+        return not self.retiring and not self.replaced_by
 
 
 class Arbiter:
@@ -77,20 +120,30 @@ class Arbiter:
     def __init__(
         self,
         config: Config,
+        app: WSGIApp,
         make_server: ServerFactory,
         sockets: list[socket.socket],
+        loader: Callable[[], WSGIApp] | None = None,
     ) -> None:
         self.config = config
+        self.app = app
         self.make_server = make_server
+        self.loader = loader
         self.listeners = sockets
-        self.workers: dict[int, float] = {}  # pid -> start time
+        self.workers: dict[int, Worker] = {}
+        self.target = config.workers
+        self.generation = 0  # bumped by every reload
+        self.fresh = False  # workers import the app anew (after a reload, with a loader)
+        self._failed_generation = -1  # a reload whose new workers could not start
         self._stopping = False
         self._boot_failures = 0
+        self._hups = self._ttins = self._ttous = 0  # counted by the signal handler
         self._signal_r, self._signal_w = os.pipe()
         os.set_blocking(self._signal_r, False)
         os.set_blocking(self._signal_w, False)
-        # Workers read this pipe: end-of-file means the arbiter is gone.
-        self._alive_r, self._alive_w = os.pipe()
+        self.watcher: Watcher | None = None
+        if config.reload:
+            self.watcher = Watcher(app_modules().values(), config.reload_extra)
 
     @property
     def addresses(self) -> list[str]:
@@ -100,33 +153,47 @@ class Arbiter:
 
     def run(self) -> int:
         """Serve until SIGTERM/SIGINT; returns the exit code (1 if workers cannot boot)."""
-        previous = {
-            signum: signal.signal(signum, self._on_signal)
-            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD)
-        }
+        handled = (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGHUP)
+        previous = {signum: signal.signal(signum, self._on_signal) for signum in handled}
+        for signum in (signal.SIGTTIN, signal.SIGTTOU):
+            previous[signum] = signal.signal(signum, self._on_signal)
         code = 0
         try:
+            plural = "es" if self.target != 1 else ""
             log.info(
-                "serving on %s with %d worker processes",
+                "serving on %s with %d worker process%s",
                 ", ".join(self.addresses),
-                self.config.workers,
+                self.target,
+                plural,
             )
-            for _ in range(self.config.workers):
-                self._spawn()
+            if self.watcher is not None:
+                log.info("reload: watching %d files for changes", len(self.watcher))
+            self._balance()
+            next_poll = time.monotonic() + POLL_INTERVAL
             while not self._stopping:
-                self._wait_for_signal(None)
+                timeout = self._timeout()
+                if self.watcher is not None:
+                    until_poll = max(next_poll - time.monotonic(), 0.0)
+                    timeout = until_poll if timeout is None else min(timeout, until_poll)
+                self._wait(timeout)
                 self._reap()
                 if self._boot_failures >= MAX_BOOT_FAILURES:
                     log.error("workers keep dying at start; giving up")
                     code = 1
                     break
-                while not self._stopping and len(self.workers) < self.config.workers:
-                    self._spawn()
+                if self._stopping:
+                    break
+                self._take_signals()
+                if self.watcher is not None and time.monotonic() >= next_poll:
+                    next_poll = time.monotonic() + POLL_INTERVAL
+                    self._look_for_changes(self.watcher)
+                self._check_boot_times()
+                self._balance()
         finally:
             self._stop_workers()
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
-            for fd in (self._signal_r, self._signal_w, self._alive_r, self._alive_w):
+            for fd in (self._signal_r, self._signal_w):
                 try:
                     os.close(fd)
                 except OSError:
@@ -134,6 +201,7 @@ class Arbiter:
         return code
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        # Only flags and counters here: the loop acts on them.
         if signum in (signal.SIGTERM, signal.SIGINT):
             if self._stopping:
                 # A second signal: the workers stop waiting for requests in flight.
@@ -142,18 +210,144 @@ class Arbiter:
             else:
                 self._stopping = True
                 log.info("received %s, stopping the workers", signal.Signals(signum).name)
+        elif signum == signal.SIGHUP:
+            self._hups += 1
+        elif signum == signal.SIGTTIN:
+            self._ttins += 1
+        elif signum == signal.SIGTTOU:
+            self._ttous += 1
         try:
             os.write(self._signal_w, b"x")
         except OSError:
             pass
 
-    def _wait_for_signal(self, timeout: float | None) -> None:
+    def _take_signals(self) -> None:
+        hups, self._hups = self._hups, 0
+        ttins, self._ttins = self._ttins, 0
+        ttous, self._ttous = self._ttous, 0
+        if ttins or ttous:
+            self.target = max(1, self.target + ttins - ttous)
+            name = "SIGTTIN" if ttins >= ttous else "SIGTTOU"
+            log.info("received %s: %d worker process(es) from now on", name, self.target)
+        if hups:
+            self.reload("received SIGHUP")
+
+    def reload(self, why: str) -> None:
+        """Replace every worker, one at a time (the app imported anew if there is a loader)."""
+        self.generation += 1
+        if self.loader is not None:
+            self.fresh = True
+            how = "with the app imported anew"
+        else:
+            how = "with the same app object (give the app as module:app to reload its code)"
+        log.info("%s: replacing the workers one at a time, %s", why, how)
+
+    def _look_for_changes(self, watcher: Watcher) -> None:
+        changed = watcher.poll()
+        if changed:
+            more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""
+            self.reload(f"reload: {changed[0]}{more} changed")
+
+    def _timeout(self) -> float | None:
+        """How long the loop may sleep: until a worker's boot deadline or a recycle retry."""
+        now = time.monotonic()
+        booting = (w for w in self.workers.values() if not w.ready and not w.retiring)
+        wake = [w.started + READY_TIMEOUT for w in booting]
+        wake += [w.retry_at for w in self.workers.values() if w.recycle and w.retry_at > now]
+        return max(min(wake) - now, 0.0) if wake else None
+
+    def _wait(self, timeout: float | None) -> None:
+        """Sleep until a signal, a message from a worker or ``timeout``; read what came."""
+        channels = {w.channel.fileno(): w for w in self.workers.values() if w.channel is not None}
         try:
-            select.select([self._signal_r], [], [], timeout)
-            while os.read(self._signal_r, 512):
-                pass
+            readable, _, _ = select.select([self._signal_r, *channels], [], [], timeout)
+        except InterruptedError:
+            return
+        for fd in readable:
+            if fd == self._signal_r:
+                try:
+                    while os.read(self._signal_r, 512):
+                        pass
+                except (BlockingIOError, InterruptedError):
+                    pass
+            else:
+                self._read_channel(channels[fd])
+
+    def _read_channel(self, worker: Worker) -> None:
+        assert worker.channel is not None
+        try:
+            data = worker.channel.recv(65536)
         except (BlockingIOError, InterruptedError):
-            pass
+            return
+        except OSError:
+            data = b""
+        if not data:  # the worker is exiting; SIGCHLD follows
+            worker.channel.close()
+            worker.channel = None
+            return
+        *lines, worker.pending = (worker.pending + data).split(b"\n")
+        for line in lines:
+            kind, _, text = line.decode("utf-8", "surrogateescape").partition(" ")
+            if kind == READY:
+                self._ready(worker)
+            elif kind == RECYCLE and not worker.retiring:
+                worker.recycle = text or "asked to be replaced"
+            elif kind == FILES and self.watcher is not None:
+                try:
+                    self.watcher.add(str(path) for path in json.loads(text))
+                except ValueError:
+                    pass
+
+    def _ready(self, worker: Worker) -> None:
+        worker.ready = True
+        old = self.workers.get(worker.replaces)
+        if old is None or old.retiring:
+            return
+        why = "reload" if worker.for_reload else old.recycle
+        log.info("worker %d accepts; worker %d retires (%s)", worker.pid, old.pid, why)
+        self._retire(old)
+
+    def _retire(self, worker: Worker) -> None:
+        worker.retiring = True
+        if worker.channel is None or not send_line(worker.channel, RETIRE):
+            _kill(worker.pid, signal.SIGTERM)
+
+    def _balance(self) -> None:
+        """Start or retire workers until N are kept; go on with recycles and the reload."""
+        if self._stopping:
+            return
+        kept = [w for w in self.workers.values() if w.kept]
+        for _ in range(self.target - len(kept)):
+            self._spawn()
+        ready = sorted((w for w in kept if w.ready), key=lambda w: w.started)
+        while len(kept) > self.target and len(ready) > self.target:
+            # SIGTTOU: the oldest goes, once the others accept.
+            worker = ready.pop(0)
+            kept.remove(worker)
+            log.info("worker %d retires (one worker process fewer)", worker.pid)
+            self._retire(worker)
+        if any(not w.ready for w in self.workers.values() if not w.retiring):
+            return  # one worker boots at a time (the others may wait a moment)
+        now = time.monotonic()
+        for worker in ready:
+            if worker.recycle and worker.retry_at <= now:
+                self._spawn(replacing=worker)
+                return
+        if self.generation != self._failed_generation:
+            for worker in ready:
+                if worker.generation < self.generation:
+                    self._spawn(replacing=worker, for_reload=True)
+                    return
+
+    def _check_boot_times(self) -> None:
+        now = time.monotonic()
+        for worker in self.workers.values():
+            if not worker.ready and not worker.retiring and now - worker.started > READY_TIMEOUT:
+                log.error(
+                    "worker %d did not start within %gs; killing it", worker.pid, READY_TIMEOUT
+                )
+                worker.retiring = True
+                _kill(worker.pid, signal.SIGKILL)
 
     def _reap(self) -> None:
         """Collect exited workers; count the ones that died while booting."""
@@ -166,12 +360,29 @@ class Arbiter:
                 break
             if pid == 0:
                 break
-            started = self.workers.pop(pid, None)
-            if started is None or self._stopping:
+            worker = self.workers.pop(pid, None)
+            if worker is None:
+                continue
+            if worker.channel is not None:
+                worker.channel.close()
+            if self._stopping:
                 continue
             code = os.waitstatus_to_exitcode(status)
+            if worker.retiring and worker.ready:
+                log.info("worker %d retired (%s)", pid, _describe(code))
+                continue
+            old = self.workers.get(worker.replaces)
+            if old is not None and not worker.ready:
+                self._replacement_failed(worker, old, code)
+                continue
+            if worker.replaced_by:
+                # Its replacement is booting: it takes this one's place.
+                log.warning(
+                    "worker %d exited (%s) while its replacement started", pid, _describe(code)
+                )
+                continue
             log.warning("worker %d exited (%s); starting another", pid, _describe(code))
-            if time.monotonic() - started < BOOT_SECONDS:
+            if time.monotonic() - worker.started < BOOT_SECONDS:
                 self._boot_failures += 1
                 booting_died = True
             else:
@@ -180,6 +391,29 @@ class Arbiter:
             # Don't spin if the app cannot start (the delay is after the
             # collection, so it cannot make a boot failure look like a boot).
             time.sleep(min(0.1 * 2**self._boot_failures, 2.0))
+
+    def _replacement_failed(self, worker: Worker, old: Worker, code: int) -> None:
+        """A replacement died before it accepted: the old worker serves on."""
+        old.replaced_by = 0
+        why = "the app failed to import" if code == EXIT_IMPORT_FAILED else _describe(code)
+        if not worker.for_reload:
+            old.retry_at = time.monotonic() + RECYCLE_RETRY
+            log.error(
+                "worker %d, replacing worker %d, could not start (%s); worker %d serves on,"
+                " trying again in %gs",
+                worker.pid,
+                old.pid,
+                why,
+                old.pid,
+                RECYCLE_RETRY,
+            )
+        else:
+            self._failed_generation = self.generation
+            log.error(
+                "reload failed: worker %d could not start (%s); the old workers keep serving",
+                worker.pid,
+                why,
+            )
 
     def _stop_workers(self) -> None:
         # Our copies of the listeners go first: once the workers close theirs,
@@ -190,7 +424,7 @@ class Arbiter:
             _kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + self.config.graceful_timeout + KILL_MARGIN
         while self.workers and time.monotonic() < deadline:
-            self._wait_for_signal(min(deadline - time.monotonic(), 0.5))
+            self._wait(min(deadline - time.monotonic(), 0.5))
             self._reap()
         for pid in list(self.workers):
             log.warning("worker %d did not stop in time; killing it", pid)
@@ -200,23 +434,42 @@ class Arbiter:
                 pid, _ = os.waitpid(-1, 0)
             except ChildProcessError:
                 break
-            self.workers.pop(pid, None)
+            worker = self.workers.pop(pid, None)
+            if worker is not None and worker.channel is not None:
+                worker.channel.close()
 
     # -- a worker ------------------------------------------------------------------------
 
-    def _spawn(self) -> None:
+    def _spawn(self, replacing: Worker | None = None, for_reload: bool = False) -> None:
+        ours, theirs = socket.socketpair()
         # Signals stay blocked across the fork until each side has its own
         # handlers: a SIGTERM for a just-forked worker must not run the
         # arbiter's handler there (and be lost).
         masked = signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_SIGNALS)
         pid = os.fork()
         if pid:
-            self.workers[pid] = time.monotonic()
+            theirs.close()
+            ours.setblocking(False)
+            worker = Worker(pid, ours, time.monotonic(), self.generation)
+            if replacing is not None:
+                worker.replaces = replacing.pid
+                worker.for_reload = for_reload
+                replacing.replaced_by = pid
+            self.workers[pid] = worker
             signal.pthread_sigmask(signal.SIG_SETMASK, masked)
             return
         code = 1
         try:
-            code = self._worker(masked)
+            ours.close()
+            os.close(self._signal_r)
+            os.close(self._signal_w)
+            for other in self.workers.values():
+                if other.channel is not None:
+                    other.channel.close()  # its EOF must tell only the arbiter's death
+            app = None if self.fresh else self.app
+            code = run_worker(
+                self.config, self.make_server, app, self.loader, self.listeners, theirs, masked
+            )
         except BaseException:
             log.exception("worker %d failed", os.getpid())
         finally:
@@ -224,53 +477,6 @@ class Arbiter:
                 flush_all()  # os._exit skips logging.shutdown(): write the last access lines
             finally:
                 os._exit(code)  # whatever happens, the child never returns into the arbiter
-
-    def _worker(self, masked: set[int | signal.Signals]) -> int:
-        """In the child: serve the inherited sockets until told to stop.
-
-        SIGTERM stops it gracefully (again and again: systemd and a terminal
-        signal the whole process group, and the arbiter relays the same
-        signal); SIGQUIT, which only the arbiter sends, cuts the wait short;
-        SIGINT is the arbiter's to relay (Ctrl-C reaches every process).
-        """
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        os.close(self._signal_r)
-        os.close(self._signal_w)
-        os.close(self._alive_w)  # only the arbiter holds the write end
-        server = self.make_server(list(self.listeners))
-
-        def stop(signum: int, frame: FrameType | None) -> None:
-            server.request_shutdown()
-
-        def cut(signum: int, frame: FrameType | None) -> None:
-            server.request_shutdown()
-            server.cut_short()
-
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGQUIT, cut)
-        signal.set_wakeup_fd(server.wakeup_fd, warn_on_full_buffer=False)
-        signal.pthread_sigmask(signal.SIG_SETMASK, masked)
-        threading.Thread(
-            target=self._watch_arbiter, args=(server,), name="wsgibridge-arbiter-watch", daemon=True
-        ).start()
-        try:
-            server.serve_forever()
-        finally:
-            signal.set_wakeup_fd(-1)  # before server_close closes that socket
-        server.server_close()
-        return 0
-
-    def _watch_arbiter(self, server: WorkerServer) -> None:
-        """Stop the worker when the arbiter dies (its end of the pipe closes)."""
-        try:
-            while os.read(self._alive_r, 1):
-                pass
-        except OSError:
-            pass
-        if not server.stopping:
-            log.warning("the arbiter is gone; worker %d stopping", os.getpid())
-            server.request_shutdown()
 
 
 def _kill(pid: int, signum: int) -> None:
@@ -287,8 +493,14 @@ def _describe(code: int) -> str:
     return f"exit code {code}"
 
 
-def serve_prefork(config: Config, make_server: ServerFactory, sockets: list[socket.socket]) -> int:
+def serve_prefork(
+    config: Config,
+    app: WSGIApp,
+    make_server: ServerFactory,
+    sockets: list[socket.socket],
+    loader: Callable[[], WSGIApp] | None = None,
+) -> int:
     """Run an :class:`Arbiter` in the main thread; returns its exit code."""
     if threading.current_thread() is not threading.main_thread():
         raise RuntimeError("workers > 1 needs the main thread (signals and fork)")
-    return Arbiter(config, make_server, sockets).run()
+    return Arbiter(config, app, make_server, sockets, loader).run()

@@ -75,6 +75,7 @@ class Reactor:
         self._next_wake = float("inf")
         self._accepting = True
         self._resume_accepting_at = 0.0
+        self._retired = False  # stop_listening(): never accept again
         self._listener_fds = {listener.fileno(): listener for listener in listeners}
         self._listener_lock = threading.RLock()  # re-entered by a signal handler
         self.loop_done = threading.Event()
@@ -282,13 +283,43 @@ class Reactor:
 
     def _start_accepting(self) -> None:
         with self._listener_lock:
-            if not self._accepting and not self.owner.stopping:
+            if not self._accepting and not self.owner.stopping and not self._retired:
                 self._accepting = True
                 for fd in self._listener_fds:
                     try:
                         self._listen.add_listener(fd)
                     except (OSError, ValueError):
                         pass
+
+    def stop_listening(self) -> None:
+        """Wait for no new connection from now on; the listeners stay open until they close.
+
+        For a process leaving shared listeners to the others: out of the poller,
+        the kernel gives each new client to a process still waiting in accept.
+        A worker woken for one just before still takes it (the listener is not
+        closed under it), rather than strand it in the shared queue.
+        """
+        with self._listener_lock:
+            self._retired = True
+            self._stop_accepting()
+
+    def take_waiting(self) -> list[Connection]:
+        """After :meth:`stop_listening`: a client waiting on each listener now, if any.
+
+        The kernel wakes one process per new connection on a shared listener
+        (``EPOLLEXCLUSIVE``); a wake-up it gave this one just before the
+        listener left the poller is lost with it, and that client would wait
+        for the next one to arrive.  The retiring server takes such clients
+        itself; one the others were about to take is simply not there.
+        """
+        with self._listener_lock:
+            listeners = list(self._listener_fds.values())
+        taken = []
+        for listener in listeners:
+            conn = self._take(listener)
+            if conn is not None:
+                taken.append(conn)
+        return taken
 
     def close_listeners(self) -> None:
         """Stop listening, once: out of the poller first, then closed (unix files unlinked)."""

@@ -81,6 +81,13 @@ def _logging_configured() -> bool:
     return bool(logging.getLogger().handlers or logging.getLogger("wsgibridge").handlers)
 
 
+def uses_arbiter(config: Config) -> bool:
+    """Whether ``serve`` runs pre-forked workers under an arbiter (even just one)."""
+    return bool(
+        config.workers > 1 or config.max_requests or config.max_worker_memory or config.reload
+    )
+
+
 def serve(
     app: WSGIApp,
     host: str | None = None,
@@ -89,6 +96,7 @@ def serve(
     config: Config | None = None,
     handler_class: type[WSGIRequestHandler] = WSGIRequestHandler,
     ready: Callable[[WSGIServer], None] | None = None,
+    loader: Callable[[], WSGIApp] | None = None,
     **options: Any,
 ) -> None:
     """Serve ``app`` until SIGINT (Ctrl-C) or SIGTERM, then stop gracefully.
@@ -97,24 +105,37 @@ def serve(
     previous handlers are restored on return.  A second signal during the
     graceful stop cuts it short.  With ``workers > 1`` (main thread only) the
     app is served by pre-forked processes (``prefork.py``; ``ready`` is not
-    called).
+    called), and so it is with one worker when recycling (``max_requests``,
+    ``max_worker_memory``) or ``reload`` is asked for.  ``loader`` imports
+    the app anew (the command line passes one for its ``module:app``): after
+    a reload (SIGHUP, or a changed file with ``reload=True``, which needs
+    it) every new worker calls it, so it runs the new code.
     """
     config = build_config(config, host, port, options)
+    if config.reload and loader is None:
+        raise ValueError(
+            "reload imports the app anew in each new worker: give it as module:app"
+            " on the command line, or pass loader= to serve()"
+        )
     if not _logging_configured():
         # A script calling serve() sees what the command line shows: the start,
         # the access lines, the stop.  A program with its own logging keeps it.
         configure_logging(config.log_level, config.access_log_file)
     raise_descriptor_limit(config.connection_limit)
-    if config.workers > 1:
+    if uses_arbiter(config):
         if threading.current_thread() is not threading.main_thread():
             # Checked before a socket is bound: none is left behind.
             raise RuntimeError("workers > 1 needs the main thread (signals and fork)")
 
-        # The app was imported once, here, before the fork: workers share its pages.
-        def make_worker(sockets: list[socket.socket]) -> WSGIServer:
-            return WSGIServer(app, config, handler_class, sockets=sockets)
+        # The app was imported once, here, before the fork: workers share its
+        # pages (after a reload, each new worker imports it with the loader).
+        def make_worker(worker_app: WSGIApp, sockets: list[socket.socket]) -> WSGIServer:
+            server = WSGIServer(worker_app, config, handler_class, sockets=sockets)
+            server.multiprocess = True  # a replacement overlaps the worker it replaces
+            return server
 
-        if serve_prefork(config, make_worker, open_listeners(config)) != 0:
+        listeners = open_listeners(config)
+        if serve_prefork(config, app, make_worker, listeners, loader) != 0:
             raise RuntimeError("the worker processes could not start")
         return
     server = WSGIServer(app, config, handler_class)

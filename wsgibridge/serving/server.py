@@ -54,6 +54,10 @@ log = logging.getLogger("wsgibridge.server")
 THREAD_MARGIN = 0.1
 # How soon the main thread notices a signal while it waits for requests in flight.
 SIGNAL_LATENCY = 0.05
+# How long a retiring server waits at least, so that a worker woken for a new
+# client just before the listeners left its poller can still accept it; and
+# how often it then looks for a client nobody was woken for.
+RETIRE_SETTLE = 0.05
 
 
 class WSGIServer:
@@ -105,6 +109,7 @@ class WSGIServer:
         # A plain flag, not an Event: it is set from signal handlers, which
         # must take no lock (the interrupted code may hold it).
         self._stopping = False
+        self.draining = False  # retire(): handing the clients over to other processes
         # Set once serve_forever is accepting (for code that starts it in a thread).
         self.serving = threading.Event()
         self._closed = False  # released for good (set at the end of server_close)
@@ -208,6 +213,39 @@ class WSGIServer:
         """
         self._stopping = True
         self.reactor.wake()
+
+    def retire(self, timeout: float | None = None) -> None:
+        """Leave the listeners to the other processes sharing them, then stop: blocking.
+
+        For a pre-forked worker being replaced (call it from a thread of its
+        own, never a signal handler).  New clients go to the processes still
+        accepting; the connections already open are served on, each response
+        saying ``Connection: close``, so a keep-alive client is told before its
+        connection ends instead of finding it closed.  Once none is open, or
+        after ``timeout`` seconds (default: the keep-alive timeout, at most the
+        graceful timeout), the server stops as on :meth:`request_shutdown`.
+        """
+        self.draining = True
+        self.reactor.stop_listening()
+        if timeout is None:
+            timeout = min(self.config.keepalive_timeout, self.config.graceful_timeout)
+        start = time.monotonic()
+        deadline = start + timeout
+        changed = self.connections.changed
+        table = self.connections.table
+        while not self._stopping:
+            settled = time.monotonic() - start >= RETIRE_SETTLE
+            if settled:
+                # A client whose wake-up this process got just before it left
+                # the poller would wait for the next arrival: served here.
+                for conn in self.reactor.take_waiting():
+                    self.connections.add(conn)
+            with changed:
+                left = deadline - time.monotonic()
+                if (not table and settled) or left <= 0:
+                    break
+                changed.wait(min(left, RETIRE_SETTLE))
+        self.request_shutdown()
 
     def cut_short(self) -> None:
         """Stop waiting for requests in flight (a second Ctrl-C): safe from a signal handler."""

@@ -1,0 +1,84 @@
+"""``WSGIServer.retire()``: a worker hands its clients over without closing one under a request.
+
+In one process: the listeners leave the poller (another process sharing them
+would get the new clients), the open keep-alive connection is served on and
+its next response says ``Connection: close``, and the server stops once that
+connection is gone (or after the timeout).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+from wsgibridge import serve_in_thread
+from wsgibridge._types import Environ, StartResponse
+
+from ..conftest import ResponseReader
+from ..test_serving_processes import request
+
+
+def hello(environ: Environ, start_response: StartResponse) -> list[bytes]:
+    start_response("200 OK", [("Content-Length", "2")])
+    return [b"hi"]
+
+
+def test_retire_answers_the_next_request_with_close_then_stops() -> None:
+    with serve_in_thread(hello) as background:
+        server = background.server
+        sock = socket.create_connection((server.host, server.port), timeout=5)
+        with sock:
+            reader = ResponseReader(sock)
+            sock.sendall(request("/"))
+            first = reader.read_response()
+            assert first.status == 200 and first.header("Connection") is None
+            retiring = threading.Thread(target=server.retire, args=(10.0,))
+            started = time.monotonic()
+            retiring.start()
+            time.sleep(0.1)
+            assert retiring.is_alive()  # the keep-alive connection is still open
+            assert not server.reactor.accepting
+            sock.sendall(request("/"))  # the client did not know: still served
+            second = reader.read_response()
+            assert second.status == 200 and second.header("Connection") == "close"
+            assert sock.recv(1) == b""
+            retiring.join(5)
+        assert not retiring.is_alive()
+        assert time.monotonic() - started < 5
+        assert server.stopping
+
+
+def test_retire_stops_after_its_timeout_with_an_idle_connection() -> None:
+    with serve_in_thread(hello) as background:
+        server = background.server
+        with socket.create_connection((server.host, server.port), timeout=5) as sock:
+            sock.sendall(request("/"))
+            assert ResponseReader(sock).read_response().status == 200
+            started = time.monotonic()
+            server.retire(0.3)
+            assert 0.25 < time.monotonic() - started < 3
+            assert server.stopping
+            assert sock.recv(1) == b""  # the idle connection is closed by the stop
+
+
+def test_a_client_left_waiting_on_the_listener_is_taken_by_the_retiring_server() -> None:
+    """No other process takes it here (as when the kernel's one wake-up for it went to
+    this process just before its listeners left the poller): the retiring server
+    notices it within a moment and serves it, with ``Connection: close``."""
+    with serve_in_thread(hello) as background:
+        server = background.server
+        keep = socket.create_connection((server.host, server.port), timeout=5)
+        with keep:
+            keep.sendall(request("/"))
+            assert ResponseReader(keep).read_response().status == 200
+            retiring = threading.Thread(target=server.retire, args=(10.0,))
+            retiring.start()
+            time.sleep(0.1)
+            with socket.create_connection((server.host, server.port), timeout=5) as late:
+                late.sendall(request("/"))
+                response = ResponseReader(late).read_response()
+            assert response.status == 200 and response.header("Connection") == "close"
+            assert retiring.is_alive()
+        retiring.join(5)
+        assert not retiring.is_alive()
