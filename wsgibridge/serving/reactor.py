@@ -291,7 +291,15 @@ class Reactor:
                         pass
 
     def close_listeners(self) -> None:
-        """Stop listening, once: out of the poller first, then closed (unix files unlinked)."""
+        """Stop listening, once: out of the poller first, then the backlog served, then closed.
+
+        The clients already waiting in a listener's backlog (their handshake
+        done, their request most likely sent) are not reset: each is accepted
+        until ``accept`` says none is left, and handed to the workers, which
+        serve its one request with ``Connection: close``.  A client that
+        connects after that finds the listener closed (refused), never a
+        queue nobody accepts from.
+        """
         with self._listener_lock:
             listeners, self._listener_fds = self._listener_fds, {}
             for fd in listeners:
@@ -300,9 +308,36 @@ class Reactor:
                 self._listen.remove(fd)
             for listener in listeners.values():
                 try:
-                    close_listener(listener)
-                except OSError:
-                    pass
+                    self._serve_backlog(listener)
+                finally:
+                    try:
+                        close_listener(listener)
+                    except OSError:
+                        pass
+
+    def _serve_backlog(self, listener: socket.socket) -> None:
+        """Accept what waits on ``listener`` now (never blocking); the workers serve it."""
+        if not self.owner.serving.is_set():
+            return  # never served: no worker would answer them
+        proxy_protocol = self.config.proxy_protocol
+        trusted = self.owner.trusted_proxies
+        taken = 0
+        # Bounded: what a backlog can hold, so a flood cannot keep the stop here.
+        while taken <= self.config.backlog:
+            try:
+                sock, address = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                break  # the backlog is empty
+            except OSError as exc:
+                if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
+                    continue  # that client gave up; the next may not have
+                break  # out of descriptors, or closed: the rest cannot be taken
+            taken += 1
+            peer = str(address[0]) if isinstance(address, tuple) else ""
+            conn = Connection(sock, address, proxy_protocol and peer in trusted)
+            self.connections.adopt(conn)
+        if taken:
+            log.info("stopping: serving %d connection(s) from the listen backlog", taken)
 
     def close(self) -> None:
         """Release the poller and the wake-up socket (after the loop is over)."""
