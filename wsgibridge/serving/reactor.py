@@ -27,6 +27,7 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 from ..config import Config
@@ -57,6 +58,8 @@ class Owner(Protocol):
     @property
     def stopping(self) -> bool: ...
 
+    def request_shutdown(self) -> None: ...
+
 
 class Reactor:
     """The poll loop, the deadline heap and the listeners of one server."""
@@ -83,6 +86,13 @@ class Reactor:
         # Where the listeners are watched: the reactor's poller, or (epoll) the
         # workers' source, who then accept (see attach()).
         self._listen: ReactorPoller | EpollSource = self.poller
+        # When the owner's stop begins (drain(delay) sets it; a float, so a
+        # signal handler may assign it).
+        self.stop_at = float("inf")
+        # A callable run every so many seconds from this thread (systemd's
+        # watchdog ping: a wedged reactor stops sending it).
+        self._heartbeat: tuple[float, Callable[[], object]] | None = None
+        self._beat_at = float("inf")
 
     def attach(self, connections: Connections, pool: WorkerPool) -> None:
         """The connections it parks and expires, and the pool it watches (made after it)."""
@@ -154,6 +164,11 @@ class Reactor:
         """Make the loop go round once (from any thread, or a signal handler)."""
         self.waker.wake()
 
+    def set_heartbeat(self, interval: float, beat: Callable[[], object]) -> None:
+        """Call ``beat`` now and every ``interval`` seconds from the loop (before ``run``)."""
+        self._heartbeat = (interval, beat)
+        self._beat_at = 0.0
+
     # -- deadlines ---------------------------------------------------------------------
 
     def add_timer(self, deadline: float, conn: Connection) -> None:
@@ -187,7 +202,7 @@ class Reactor:
             and not self.owner.stopping
         ):
             self._start_accepting()  # only the reactor resumes accepting
-        wake = timers[0][0] if timers else float("inf")
+        wake = min(timers[0][0] if timers else float("inf"), self.stop_at, self._beat_at)
         if not self._accepting and self._resume_accepting_at:
             wake = min(wake, self._resume_accepting_at)
         watch = self.pool.watch()  # wakes a worker for work stuck behind busy ones
@@ -217,6 +232,16 @@ class Reactor:
         if not self._accepting and self._resume_accepting_at and now >= self._resume_accepting_at:
             self._resume_accepting_at = 0.0
             self._start_accepting()
+        if now >= self._beat_at and self._heartbeat is not None:
+            interval, beat = self._heartbeat
+            self._beat_at = now + interval
+            try:
+                beat()
+            except Exception:
+                log.exception("unexpected error in the reactor's heartbeat")
+        if now >= self.stop_at:
+            self.stop_at = float("inf")
+            self.owner.request_shutdown()  # the drain's delay is over
 
     # -- accepting -------------------------------------------------------------------
 
