@@ -36,6 +36,7 @@ from typing import Protocol
 from ..config import Config
 from .accesssink import flush_all
 from .listen import close_listener, listener_address
+from .notify import Notifier
 
 log = logging.getLogger("wsgibridge.server")
 
@@ -62,6 +63,8 @@ class WorkerServer(Protocol):
 
     def request_shutdown(self) -> None: ...
 
+    def drain(self, delay: float | None = None) -> None: ...
+
     def cut_short(self) -> None: ...
 
     def server_close(self) -> None: ...
@@ -79,8 +82,11 @@ class Arbiter:
         config: Config,
         make_server: ServerFactory,
         sockets: list[socket.socket],
+        notifier: Notifier | None = None,
     ) -> None:
         self.config = config
+        # systemd talks to the arbiter (its main process), never to the workers.
+        self.notifier = notifier if notifier is not None else Notifier({})
         self.make_server = make_server
         self.listeners = sockets
         self.workers: dict[int, float] = {}  # pid -> start time
@@ -113,8 +119,16 @@ class Arbiter:
             )
             for _ in range(self.config.workers):
                 self._spawn()
+            # The sockets listen, the app is imported, every worker is forked.
+            self.notifier.ready(
+                f"serving on {', '.join(self.addresses)} with {self.config.workers} workers,"
+                f" {self.config.threads} threads each"
+            )
+            beat = self.notifier.watchdog_interval
             while not self._stopping:
-                self._wait_for_signal(None)
+                self._wait_for_signal(beat)
+                if beat is not None:
+                    self.notifier.watchdog()  # from this loop: a wedged arbiter stops them
                 self._reap()
                 if self._boot_failures >= MAX_BOOT_FAILURES:
                     log.error("workers keep dying at start; giving up")
@@ -142,6 +156,9 @@ class Arbiter:
             else:
                 self._stopping = True
                 log.info("received %s, stopping the workers", signal.Signals(signum).name)
+                delay = self.config.shutdown_delay
+                draining = f", draining for {delay:g}s" if delay > 0 else ""
+                self.notifier.stopping(f"stopping {len(self.workers)} workers{draining}")
         try:
             os.write(self._signal_w, b"x")
         except OSError:
@@ -188,7 +205,8 @@ class Arbiter:
             close_listener(listener)
         for pid in self.workers:
             _kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + self.config.graceful_timeout + KILL_MARGIN
+        config = self.config
+        deadline = time.monotonic() + config.shutdown_delay + config.graceful_timeout + KILL_MARGIN
         while self.workers and time.monotonic() < deadline:
             self._wait_for_signal(min(deadline - time.monotonic(), 0.5))
             self._reap()
@@ -241,7 +259,9 @@ class Arbiter:
         server = self.make_server(list(self.listeners))
 
         def stop(signum: int, frame: FrameType | None) -> None:
-            server.request_shutdown()
+            # --shutdown-delay: the health path says 503 for that long first (a
+            # second SIGTERM, relayed or group-wide, never postpones it).
+            server.drain(self.config.shutdown_delay)
 
         def cut(signum: int, frame: FrameType | None) -> None:
             server.request_shutdown()
@@ -287,8 +307,13 @@ def _describe(code: int) -> str:
     return f"exit code {code}"
 
 
-def serve_prefork(config: Config, make_server: ServerFactory, sockets: list[socket.socket]) -> int:
+def serve_prefork(
+    config: Config,
+    make_server: ServerFactory,
+    sockets: list[socket.socket],
+    notifier: Notifier | None = None,
+) -> int:
     """Run an :class:`Arbiter` in the main thread; returns its exit code."""
     if threading.current_thread() is not threading.main_thread():
         raise RuntimeError("workers > 1 needs the main thread (signals and fork)")
-    return Arbiter(config, make_server, sockets).run()
+    return Arbiter(config, make_server, sockets, notifier).run()
