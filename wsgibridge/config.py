@@ -144,6 +144,26 @@ class Config:
         default=10 * SECONDS,
         metadata=_opt("Seconds in-flight requests may take to finish when the server stops."),
     )
+    # -- readiness and drain (load balancers, Kubernetes, systemd) ------------------------
+    health_path: str = field(
+        default="",
+        metadata=_opt(
+            "Path the server answers itself, without the app: GET/HEAD get 200 while"
+            " serving, 503 once stopping (for a load balancer's or Kubernetes' probe).",
+            metavar="PATH",
+        ),
+    )
+    health_access_log: bool = field(
+        default=False,
+        metadata=_opt("Write access log lines for requests to --health-path too."),
+    )
+    shutdown_delay: float = field(
+        default=0 * SECONDS,
+        metadata=_opt(
+            "Seconds the server keeps serving after SIGTERM, --health-path answering 503,"
+            " before it stops accepting (the time a load balancer needs to stop sending)."
+        ),
+    )
     # -- request limits -------------------------------------------------------------------
     max_request_line: int = field(
         default=8 * KiB,
@@ -297,6 +317,11 @@ class Config:
                 raise ValueError(f"{name} must be a positive number of seconds")
         if self.graceful_timeout < 0:
             raise ValueError("graceful_timeout must not be negative")
+        path = self.health_path
+        if path and (not path.startswith("/") or not path.isprintable() or " " in path):
+            raise ValueError(f"health_path must start with '/' and have no spaces, not {path!r}")
+        if not self.shutdown_delay >= 0:  # NaN too
+            raise ValueError("shutdown_delay must not be negative")
         for name in ("max_request_line", "max_header_count", "max_header_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")

@@ -48,6 +48,7 @@ class FakeServer:
         self.begun = 0
         self.stopping = False
         self.draining = False
+        self.stop_announced = False
 
     def note_request(self) -> None:
         self.begun += 1
@@ -189,7 +190,7 @@ def test_stopping_closes_after_the_request_in_flight(
     server_box: list[FakeServer] = []
 
     def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        server_box[0].stopping = True  # the stop arrives while the app runs
+        server_box[0].stopping = server_box[0].draining = True  # the stop arrives as the app runs
         start_response("200 OK", [("Content-Length", "0")])
         return []
 

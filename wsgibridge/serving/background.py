@@ -102,14 +102,16 @@ class BackgroundServer:
         finally:
             self.server.serving.set()  # never leave start() waiting
 
-    def stop(self, timeout: float | None = None) -> float:
+    def stop(self, timeout: float | None = None, *, delay: float = 0.0) -> float:
         """Stop gracefully (see ``WSGIServer.stop``) and join the threads; returns seconds taken.
 
         ``timeout`` bounds the wait for requests in flight (default
-        ``graceful_timeout``).  Safe to call twice, or without ``start``.
+        ``graceful_timeout``); ``delay`` drains first (the health path
+        answers 503 while serving goes on).  Safe to call twice, or without
+        ``start``.
         """
         began = time.perf_counter()
-        self.server.stop(timeout)
+        self.server.stop(timeout, delay=delay)
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(START_TIMEOUT)

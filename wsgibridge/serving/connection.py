@@ -57,6 +57,7 @@ class Connection:
     __slots__ = (
         "accepted_at",
         "address",
+        "drained",
         "fd",
         "generation",
         "handler",
@@ -83,6 +84,7 @@ class Connection:
         self.registered = False  # in the reactor's poller
         self.in_source = False  # in the workers' EpollSource
         self.linger_bytes = 0
+        self.drained = False  # taken from the backlog as the server stops (adopt())
 
 
 class Host(ServerContext, Protocol):
@@ -138,6 +140,31 @@ class Connections:
         self.table[conn.fd] = conn
         self.park(conn, conn.accepted_at + self.config.header_timeout)
 
+    def adopt(self, conn: Connection) -> None:
+        """A client taken from the listen backlog as the server stops (or a parked one
+        whose next request has arrived): a worker serves its one request
+        (:meth:`serve`), waiting for its bytes if need be.
+
+        It counts as a request in flight (the stop waits for it, up to the
+        graceful timeout), is never parked or expired (the reactor is gone),
+        and the stop's closing of idle connections passes it by.
+        """
+        conn.drained = True
+        conn.generation += 1
+        conn.state = PARKED
+        self.table[conn.fd] = conn
+        source = self.source
+        try:
+            if isinstance(source, EpollSource):
+                registered = conn.in_source
+                conn.in_source = True
+                source.arm(conn.fd, registered)  # a worker takes it once its bytes are there
+            else:
+                source.put(conn.fd)  # a worker takes it now and waits for them
+        except (OSError, ValueError):
+            if self.claim(conn):
+                self.forget(conn)
+
     def claim(self, conn: Connection, generation: int | None = None) -> bool:
         """Take a parked connection (PARKED -> ACTIVE); False if someone else did first."""
         with self._state_lock:
@@ -163,6 +190,9 @@ class Connections:
         self.serve(conn)
 
     def serve(self, conn: Connection) -> None:
+        if conn.drained:
+            self._serve_drained(conn)
+            return
         handler = conn.handler
         try:
             if handler is None:
@@ -180,9 +210,37 @@ class Connections:
         else:
             self.park(conn, handler.deadline())
 
+    def _serve_drained(self, conn: Connection) -> None:
+        """A backlog client's request, served here until its response (the server is stopping).
+
+        Nothing parks it: this worker waits for its bytes itself, until
+        ``header_timeout`` after the accept (the stop's graceful timeout
+        shuts the socket down sooner if it must).
+        """
+        deadline = conn.accepted_at + self.config.header_timeout
+        handler = conn.handler
+        try:
+            while conn.state != CLOSED and readable(
+                conn.sock, max(deadline - time.monotonic(), 0.0)
+            ):
+                if handler is None:
+                    handler = conn.handler = self._open(conn, park=False)
+                    if handler is None:
+                        continue  # the PROXY line or TLS handshake wants more bytes
+                handler.handle()
+                if not handler.waiting or handler.requests_served:
+                    break  # answered (and closing: the server is stopping), or gone
+                # Part of its head is here: only the stop said close, and its
+                # request has not been answered yet.
+                handler.close_connection = False
+        except Exception:
+            log.exception("unexpected error serving %s", conn.address)
+        if conn.state != CLOSED:
+            self.close(conn)
+
     # -- before HTTP: the PROXY line and the TLS handshake ---------------------------------
 
-    def _open(self, conn: Connection) -> WSGIRequestHandler | None:
+    def _open(self, conn: Connection, park: bool = True) -> WSGIRequestHandler | None:
         """Take a new connection through its PROXY line and TLS handshake; then its handler.
 
         Only as far as the bytes that have arrived allow, never blocking on the
@@ -211,7 +269,8 @@ class Connections:
                 return handler
             if not readable(conn.sock, 0.0):
                 break
-        self.park(conn, deadline)
+        if park:
+            self.park(conn, deadline)
         return None
 
     def _take_proxy_line(self, conn: Connection) -> bool:
@@ -441,7 +500,22 @@ class Connections:
             self.forget(conn)
 
     def close_idle(self) -> None:
-        """Close every parked and lingering connection (the reactor, when it stops)."""
+        """Close every parked and lingering connection (the reactor, when it stops).
+
+        A parked connection whose next request has already arrived (every
+        worker was busy) is not idle: it is answered, as the backlog is.
+        """
         for conn in list(self.table.values()):
-            if conn.state == LINGERING or self.claim(conn):
+            if conn.drained:
+                continue  # from the backlog: a worker serves it (adopt())
+            if conn.state == LINGERING:
                 self.forget(conn)
+            elif self.claim(conn):
+                try:
+                    waiting = readable(conn.sock, 0.0)
+                except (OSError, ValueError):
+                    waiting = False
+                if waiting:
+                    self.adopt(conn)
+                else:
+                    self.forget(conn)

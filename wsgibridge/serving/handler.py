@@ -43,7 +43,13 @@ from ..http.environ import build_environ
 from ..http.forwarded import apply_forwarded
 from ..http.parser import Limits, RequestHead
 from ..http.reader import SocketReader
-from ..http.response import ResponseWriter, encode_head, error_response, validate_headers
+from ..http.response import (
+    ResponseWriter,
+    encode_head,
+    error_response,
+    http_date,
+    validate_headers,
+)
 from ..http.trusted import TrustedProxies
 from .exchange import Exchange, ExchangeLogging
 from .stream import ConnectionStream
@@ -53,6 +59,10 @@ access_log = logging.getLogger("wsgibridge.access")
 error_log = logging.getLogger("wsgibridge.error")
 
 LOGGED_LINE_MAX = 512  # bytes of a refused request line kept for the logs
+# What no request target starts with (the parser refuses control characters):
+# the health path when there is none, so the check costs one startswith.
+NO_HEALTH_PATH = "\0"
+HEALTH_BODIES = {200: b"ok\n", 503: b"stopping\n"}
 
 
 def not_mounted(environ: dict[str, Any], start_response: Any) -> list[bytes]:
@@ -80,14 +90,15 @@ class ServerContext(Protocol):
     # True when every connection inherits TCP_NODELAY and the kernel timeouts
     # from its listener (stream.prepare_listener), so the handler sets none.
     socket_options_inherited: bool
+    # Every response closes its connection: the stop is coming or under way, or
+    # the server hands its clients over to other processes (the connection is
+    # kept until then, so no request the client sends meanwhile is lost).
+    draining: bool
+    # The stop is coming or under way: the health path says 503.
+    stop_announced: bool
 
     @property
     def stopping(self) -> bool: ...
-
-    # True while the server hands its clients over to other processes: every
-    # response from then on says Connection: close (the connection is kept
-    # until then, so no request the client sends meanwhile is lost).
-    draining: bool
 
     def note_request(self) -> None:
         """Count a request that observers will see recorded."""
@@ -149,6 +160,7 @@ class WSGIRequestHandler(ConnectionStream, ExchangeLogging, BaseHTTPRequestHandl
         self.proxy_peer: Any = None
         # TLS facts (HTTPS, SSL_CLIENT_CERT …) are the same for every request.
         self.tls_environ = tls_environ(sock) if isinstance(sock, ssl.SSLSocket) else {}
+        self.health_path = config.health_path or NO_HEALTH_PATH
         self._begin_request()
 
     # -- the connection loop ----------------------------------------------------------
@@ -200,6 +212,8 @@ class WSGIRequestHandler(ConnectionStream, ExchangeLogging, BaseHTTPRequestHandl
             return
         if head is None:
             return
+        if head.target.startswith(self.health_path) and self.answer_health(head):
+            return
         if self.server.observers:
             self.server.note_request()
         self.requests_served += 1
@@ -216,6 +230,61 @@ class WSGIRequestHandler(ConnectionStream, ExchangeLogging, BaseHTTPRequestHandl
             return
         self.run_wsgi(head, body)
         self._idle_since = time.monotonic()
+
+    def answer_health(self, head: RequestHead) -> bool:
+        """``GET``/``HEAD`` on ``health_path`` (a query allowed): 200 while serving, 503 once
+        the stop is coming, the app not called; False for anything else (the app's).
+
+        No access line unless ``health_access_log``; a 503 closes the connection.
+        """
+        target = head.target
+        path = self.health_path
+        if len(target) != len(path) and target[len(path)] != "?":
+            return False  # /healthz-other: the app's
+        method = head.method
+        if method != "GET" and method != "HEAD":
+            return False  # the app's to answer (the server only claims the probe)
+        self.requests_served += 1
+        exchange = self.exchange
+        exchange.head = head
+        self.raw_requestline = head.raw_request_line
+        self.command = method
+        self.path = target
+        self.request_version = head.version
+        self.requestline = f"{method} {target} {head.version}"
+        server = self.server
+        status = HTTPStatus.SERVICE_UNAVAILABLE if server.stop_announced else HTTPStatus.OK
+        body = HEALTH_BODIES[status.value]
+        headers = [
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-store"),
+        ]
+        has_body = head.chunked or bool(head.content_length)
+        # A probe sends no body; one that does is not read: the connection closes.
+        if status != HTTPStatus.OK or has_body or not head.keep_alive or server.draining:
+            self.close_connection = True
+            self.linger_on_close = has_body
+            headers.append(("Connection", "close"))
+        elif head.version != "HTTP/1.1":
+            headers.append(("Connection", "keep-alive"))
+        headers.append(("Date", http_date()))
+        headers.append(("Server", self.writer_class.server_software))
+        sent = b"" if method == "HEAD" else body
+        try:
+            self.send_head(status.value, status.phrase, headers, sent)
+        except OSError:
+            self.close_connection = True
+            return True
+        self._idle_since = time.monotonic()
+        if server.config.health_access_log:
+            if server.observers:
+                server.note_request()
+            exchange.status_code = status.value
+            exchange.body_bytes = len(sent)
+            exchange.error_headers = headers
+            self.log_access()
+        return True
 
     # -- the request's fields, for code written against BaseHTTPRequestHandler ------------
 
@@ -344,7 +413,7 @@ class WSGIRequestHandler(ConnectionStream, ExchangeLogging, BaseHTTPRequestHandl
         environ = exchange.environ = self.make_environ(head, body)
 
         def will_close(complete: bool) -> bool:
-            if server.stopping or server.draining:
+            if server.draining:
                 return True
             if complete:
                 # The app is done with the body: settle it now, so that the

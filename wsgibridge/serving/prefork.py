@@ -52,6 +52,7 @@ from .._types import WSGIApp
 from ..config import Config
 from .accesssink import flush_all
 from .listen import close_listener, listener_address
+from .notify import Notifier
 from .reloader import POLL_INTERVAL, Watcher, app_modules
 from .workerprocess import (
     EXIT_IMPORT_FAILED,
@@ -124,12 +125,18 @@ class Arbiter:
         make_server: ServerFactory,
         sockets: list[socket.socket],
         loader: Callable[[], WSGIApp] | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         self.config = config
+        # systemd talks to the arbiter (its main process), never to the workers.
+        self.notifier = notifier if notifier is not None else Notifier({})
+        self._announced = False  # READY=1 sent
         self.app = app
         self.make_server = make_server
         self.loader = loader
         self.listeners = sockets
+        # Named now: the arbiter closes its copies of the listeners at the stop.
+        self.addresses = [listener_address(listener) for listener in sockets]
         self.workers: dict[int, Worker] = {}
         self.target = config.workers
         self.generation = 0  # bumped by every reload
@@ -145,9 +152,6 @@ class Arbiter:
         if config.reload:
             self.watcher = Watcher(app_modules().values(), config.reload_extra)
 
-    @property
-    def addresses(self) -> list[str]:
-        return [listener_address(listener) for listener in self.listeners]
 
     # -- the arbiter's loop --------------------------------------------------------------
 
@@ -170,11 +174,19 @@ class Arbiter:
                 log.info("reload: watching %d files for changes", len(self.watcher))
             self._balance()
             next_poll = time.monotonic() + POLL_INTERVAL
+            beat = self.notifier.watchdog_interval
+            next_beat = time.monotonic()
             while not self._stopping:
                 timeout = self._timeout()
                 if self.watcher is not None:
                     until_poll = max(next_poll - time.monotonic(), 0.0)
                     timeout = until_poll if timeout is None else min(timeout, until_poll)
+                if beat is not None and self._announced:  # once started (READY=1)
+                    if time.monotonic() >= next_beat:
+                        self.notifier.watchdog()  # from this loop: a wedged arbiter stops them
+                        next_beat = time.monotonic() + beat
+                    until_beat = max(next_beat - time.monotonic(), 0.0)
+                    timeout = until_beat if timeout is None else min(timeout, until_beat)
                 self._wait(timeout)
                 self._reap()
                 if self._boot_failures >= MAX_BOOT_FAILURES:
@@ -210,6 +222,9 @@ class Arbiter:
             else:
                 self._stopping = True
                 log.info("received %s, stopping the workers", signal.Signals(signum).name)
+                delay = self.config.shutdown_delay
+                draining = f", draining for {delay:g}s" if delay > 0 else ""
+                self.notifier.stopping(f"stopping {len(self.workers)} workers{draining}")
         elif signum == signal.SIGHUP:
             self._hups += 1
         elif signum == signal.SIGTTIN:
@@ -300,6 +315,15 @@ class Arbiter:
 
     def _ready(self, worker: Worker) -> None:
         worker.ready = True
+        if not self._announced and not self._stopping:
+            accepting = sum(1 for w in self.workers.values() if w.ready and w.kept)
+            if accepting >= self.target:
+                # The sockets listen, the app is imported, every worker accepts.
+                self._announced = True
+                self.notifier.ready(
+                    f"serving on {', '.join(self.addresses)} with {self.target} workers,"
+                    f" {self.config.threads} threads each"
+                )
         old = self.workers.get(worker.replaces)
         if old is None or old.retiring:
             return
@@ -422,7 +446,8 @@ class Arbiter:
             close_listener(listener)
         for pid in self.workers:
             _kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + self.config.graceful_timeout + KILL_MARGIN
+        config = self.config
+        deadline = time.monotonic() + config.shutdown_delay + config.graceful_timeout + KILL_MARGIN
         while self.workers and time.monotonic() < deadline:
             self._wait(min(deadline - time.monotonic(), 0.5))
             self._reap()
@@ -499,8 +524,9 @@ def serve_prefork(
     make_server: ServerFactory,
     sockets: list[socket.socket],
     loader: Callable[[], WSGIApp] | None = None,
+    notifier: Notifier | None = None,
 ) -> int:
     """Run an :class:`Arbiter` in the main thread; returns its exit code."""
     if threading.current_thread() is not threading.main_thread():
         raise RuntimeError("workers > 1 needs the main thread (signals and fork)")
-    return Arbiter(config, app, make_server, sockets, loader).run()
+    return Arbiter(config, app, make_server, sockets, loader, notifier).run()

@@ -27,6 +27,7 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 from ..config import Config
@@ -57,6 +58,8 @@ class Owner(Protocol):
     @property
     def stopping(self) -> bool: ...
 
+    def request_shutdown(self) -> None: ...
+
 
 class Reactor:
     """The poll loop, the deadline heap and the listeners of one server."""
@@ -84,6 +87,13 @@ class Reactor:
         # Where the listeners are watched: the reactor's poller, or (epoll) the
         # workers' source, who then accept (see attach()).
         self._listen: ReactorPoller | EpollSource = self.poller
+        # When the owner's stop begins (drain(delay) sets it; a float, so a
+        # signal handler may assign it).
+        self.stop_at = float("inf")
+        # A callable run every so many seconds from this thread (systemd's
+        # watchdog ping: a wedged reactor stops sending it).
+        self._heartbeat: tuple[float, Callable[[], object]] | None = None
+        self._beat_at = float("inf")
 
     def attach(self, connections: Connections, pool: WorkerPool) -> None:
         """The connections it parks and expires, and the pool it watches (made after it)."""
@@ -155,6 +165,11 @@ class Reactor:
         """Make the loop go round once (from any thread, or a signal handler)."""
         self.waker.wake()
 
+    def set_heartbeat(self, interval: float, beat: Callable[[], object]) -> None:
+        """Call ``beat`` now and every ``interval`` seconds from the loop (before ``run``)."""
+        self._heartbeat = (interval, beat)
+        self._beat_at = 0.0
+
     # -- deadlines ---------------------------------------------------------------------
 
     def add_timer(self, deadline: float, conn: Connection) -> None:
@@ -188,7 +203,7 @@ class Reactor:
             and not self.owner.stopping
         ):
             self._start_accepting()  # only the reactor resumes accepting
-        wake = timers[0][0] if timers else float("inf")
+        wake = min(timers[0][0] if timers else float("inf"), self.stop_at, self._beat_at)
         if not self._accepting and self._resume_accepting_at:
             wake = min(wake, self._resume_accepting_at)
         watch = self.pool.watch()  # wakes a worker for work stuck behind busy ones
@@ -218,6 +233,16 @@ class Reactor:
         if not self._accepting and self._resume_accepting_at and now >= self._resume_accepting_at:
             self._resume_accepting_at = 0.0
             self._start_accepting()
+        if now >= self._beat_at and self._heartbeat is not None:
+            interval, beat = self._heartbeat
+            self._beat_at = now + interval
+            try:
+                beat()
+            except Exception:
+                log.exception("unexpected error in the reactor's heartbeat")
+        if now >= self.stop_at:
+            self.stop_at = float("inf")
+            self.owner.request_shutdown()  # the drain's delay is over
 
     # -- accepting -------------------------------------------------------------------
 
@@ -322,7 +347,15 @@ class Reactor:
         return taken
 
     def close_listeners(self) -> None:
-        """Stop listening, once: out of the poller first, then closed (unix files unlinked)."""
+        """Stop listening, once: out of the poller first, then the backlog served, then closed.
+
+        The clients already waiting in a listener's backlog (their handshake
+        done, their request most likely sent) are not reset: each is accepted
+        until ``accept`` says none is left, and handed to the workers, which
+        serve its one request with ``Connection: close``.  A client that
+        connects after that finds the listener closed (refused), never a
+        queue nobody accepts from.
+        """
         with self._listener_lock:
             listeners, self._listener_fds = self._listener_fds, {}
             for fd in listeners:
@@ -331,9 +364,36 @@ class Reactor:
                 self._listen.remove(fd)
             for listener in listeners.values():
                 try:
-                    close_listener(listener)
-                except OSError:
-                    pass
+                    self._serve_backlog(listener)
+                finally:
+                    try:
+                        close_listener(listener)
+                    except OSError:
+                        pass
+
+    def _serve_backlog(self, listener: socket.socket) -> None:
+        """Accept what waits on ``listener`` now (never blocking); the workers serve it."""
+        if not self.owner.serving.is_set():
+            return  # never served: no worker would answer them
+        proxy_protocol = self.config.proxy_protocol
+        trusted = self.owner.trusted_proxies
+        taken = 0
+        # Bounded: what a backlog can hold, so a flood cannot keep the stop here.
+        while taken <= self.config.backlog:
+            try:
+                sock, address = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                break  # the backlog is empty
+            except OSError as exc:
+                if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
+                    continue  # that client gave up; the next may not have
+                break  # out of descriptors, or closed: the rest cannot be taken
+            taken += 1
+            peer = str(address[0]) if isinstance(address, tuple) else ""
+            conn = Connection(sock, address, proxy_protocol and peer in trusted)
+            self.connections.adopt(conn)
+        if taken:
+            log.info("stopping: serving %d connection(s) from the listen backlog", taken)
 
     def close(self) -> None:
         """Release the poller and the wake-up socket (after the loop is over)."""

@@ -22,6 +22,7 @@ from .._types import WSGIApp
 from ..config import Config
 from .accesssink import open_sink
 from .handler import WSGIRequestHandler
+from .notify import Notifier
 from .prefork import serve_prefork
 from .server import WSGIServer, build_config, open_listeners
 
@@ -109,7 +110,11 @@ def serve(
     ``max_worker_memory``) or ``reload`` is asked for.  ``loader`` imports
     the app anew (the command line passes one for its ``module:app``): after
     a reload (SIGHUP, or a changed file with ``reload=True``, which needs
-    it) every new worker calls it, so it runs the new code.
+    it) every new worker calls it, so it runs the new code.  With
+    ``shutdown_delay``, the first signal drains
+    (:meth:`~wsgibridge.serving.server.WSGIServer.drain`) for that long before
+    the stop; under systemd (``NOTIFY_SOCKET``) the process says ``READY=1``,
+    ``STOPPING=1`` and, with ``WatchdogSec=``, ``WATCHDOG=1`` (``notify.py``).
     """
     config = build_config(config, host, port, options)
     if config.reload and loader is None:
@@ -135,20 +140,31 @@ def serve(
             return server
 
         listeners = open_listeners(config)
-        if serve_prefork(config, app, make_worker, listeners, loader) != 0:
+        if serve_prefork(config, app, make_worker, listeners, loader, Notifier()) != 0:
             raise RuntimeError("the worker processes could not start")
         return
     server = WSGIServer(app, config, handler_class)
+    notifier = Notifier()
     previous: dict[signal.Signals, Any] = {}
+    signalled: list[int] = []
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         # No exception is raised and no lock taken here: raising KeyboardInterrupt
         # into whatever the main thread was doing can leave a lock held forever.
-        if server.stopping:
-            server.cut_short()  # a second signal: stop waiting for requests in flight
-        else:
+        if server.stop_announced:
+            # A second signal: no more delay, no more waiting for requests in flight.
             server.request_shutdown()
-            log.info("received %s, stopping", signal.Signals(signum).name)
+            server.cut_short()
+            return
+        signalled.append(signum)
+        name = signal.Signals(signum).name
+        delay = config.shutdown_delay
+        server.drain(delay)  # the health path fails from now on
+        notifier.stopping(stop_status(delay, config.graceful_timeout))
+        if delay > 0:
+            log.info("received %s, health check failing; stopping in %gs", name, delay)
+        else:
+            log.info("received %s, stopping", name)
 
     previous_wakeup = None
     if threading.current_thread() is threading.main_thread():
@@ -160,18 +176,32 @@ def serve(
         previous_wakeup = signal.set_wakeup_fd(server.wakeup_fd, warn_on_full_buffer=False)
     try:
         log.info("serving on %s", ", ".join(server.addresses))
+        if notifier.watchdog_interval is not None:
+            # From the reactor's thread: if the loop wedges, the pings stop.
+            server.reactor.set_heartbeat(notifier.watchdog_interval, notifier.watchdog)
+        notifier.ready(f"serving on {', '.join(server.addresses)}, {config.threads} threads")
         if ready is not None:
             ready(server)
         try:
             server.serve_forever()
+            if not signalled:  # stopped by the app or another thread: systemd still hears it
+                notifier.stopping(stop_status(0, config.graceful_timeout))
         finally:
             # Before server_close closes the socket that descriptor belongs to.
             if previous_wakeup is not None:
                 signal.set_wakeup_fd(previous_wakeup)
         server.server_close()
     except KeyboardInterrupt:
+        notifier.stopping("stopping")
         server.server_close(timeout=0)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         server.server_close(timeout=0)
+
+
+def stop_status(delay: float, grace: float) -> str:
+    """The ``STATUS=`` text of a stop that begins now."""
+    if delay > 0:
+        return f"stopping: draining for {delay:g}s, then up to {grace:g}s for requests in flight"
+    return f"stopping: up to {grace:g}s for requests in flight"

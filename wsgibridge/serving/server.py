@@ -11,11 +11,15 @@ hold a file descriptor, never a thread).  A stream of small requests
 on many connections is so served by one thread back to back; the reactor
 only steps in when work waits behind workers that are all busy.
 
-Stopping (:meth:`WSGIServer.stop`): the listeners close at once, parked
+Stopping (:meth:`WSGIServer.stop`): the listeners close at once (the
+clients already in their backlog are accepted first and served), parked
 connections close at once, requests in flight finish and their responses
 say ``Connection: close``; after ``graceful_timeout`` the remaining sockets
-are shut down under their threads.  Nothing polls: every wait is on an event
-or a condition, so an idle server stops in milliseconds.  Only
+are shut down under their threads.  :meth:`WSGIServer.drain` comes before
+that for a load balancer: the health path answers 503 and responses close
+their connections while the server goes on serving for ``delay`` seconds.
+Nothing polls: every wait is on an event or a condition, so an idle server
+stops in milliseconds.  Only
 :func:`~wsgibridge.serving.run.serve` installs signal handlers; a server
 made with ``make_server`` never touches the host program's signals.
 """
@@ -109,7 +113,13 @@ class WSGIServer:
         # A plain flag, not an Event: it is set from signal handlers, which
         # must take no lock (the interrupted code may hold it).
         self._stopping = False
-        self.draining = False  # retire(): handing the clients over to other processes
+        # Every response closes its connection from now on: the stop is coming
+        # (drain(), or under way), or this process hands its clients over to
+        # the others (retire()).  Plain flags too.
+        self.draining = False
+        # The stop is coming: --health-path answers 503 (not while only
+        # retiring: the processes that stay go on serving).
+        self.stop_announced = False
         # Set once serve_forever is accepting (for code that starts it in a thread).
         self.serving = threading.Event()
         self._closed = False  # released for good (set at the end of server_close)
@@ -211,6 +221,7 @@ class WSGIServer:
         reactor, or a worker about to close a connection because of it -
         closes the listeners, so new clients are refused from then on.
         """
+        self.draining = self.stop_announced = True
         self._stopping = True
         self.reactor.wake()
 
@@ -246,6 +257,27 @@ class WSGIServer:
                     break
                 changed.wait(min(left, RETIRE_SETTLE))
         self.request_shutdown()
+
+    def drain(self, delay: float | None = None) -> None:
+        """Announce the stop, then begin it after ``delay`` seconds: safe from a signal handler.
+
+        At once, ``health_path`` answers 503 and every response says
+        ``Connection: close`` (a keep-alive client moves to a new connection,
+        which the load balancer sends elsewhere), while the server goes on
+        accepting and serving; after ``delay`` (default ``shutdown_delay``)
+        the reactor calls :meth:`request_shutdown`.  A later call never
+        postpones the stop; ``delay`` 0 stops now.  The delay is kept by the
+        reactor: it elapses only while ``serve_forever`` runs.
+        """
+        if delay is None:
+            delay = self.config.shutdown_delay
+        self.draining = self.stop_announced = True
+        if delay <= 0 or self._stopping:
+            self.request_shutdown()
+            return
+        reactor = self.reactor
+        reactor.stop_at = min(reactor.stop_at, time.monotonic() + delay)
+        reactor.wake()
 
     def cut_short(self) -> None:
         """Stop waiting for requests in flight (a second Ctrl-C): safe from a signal handler."""
@@ -336,8 +368,19 @@ class WSGIServer:
         flush_all()  # the access lines of the last requests, on disk when the stop returns
         self._closed = True
 
-    def stop(self, timeout: float | None = None) -> None:
-        """Stop gracefully and release everything: ``shutdown()`` then ``server_close()``."""
+    def stop(self, timeout: float | None = None, *, delay: float = 0.0) -> None:
+        """Stop gracefully and release everything: ``shutdown()`` then ``server_close()``.
+
+        ``delay`` > 0: :meth:`drain` first and wait that long while
+        ``serve_forever`` serves on (in another thread) with the health path
+        answering 503 - the embedded form of ``--shutdown-delay``.
+        """
+        loop = self.reactor.loop_thread
+        if delay > 0 and not self._closed and loop is not None and loop != threading.get_ident():
+            self.drain(delay)
+            # In slices in the main thread, so a signal handler there can run.
+            while not self.reactor.loop_done.wait(SIGNAL_LATENCY):
+                pass
         self.server_close(timeout)
 
     def __enter__(self) -> WSGIServer:

@@ -66,6 +66,8 @@ class WorkerServer(Protocol):
 
     def request_shutdown(self) -> None: ...
 
+    def drain(self, delay: float | None = None) -> None: ...
+
     def retire(self, timeout: float | None = None) -> None: ...
 
     def cut_short(self) -> None: ...
@@ -225,7 +227,9 @@ def run_worker(
     control = Control(server, channel, config)
 
     def stop(signum: int, frame: FrameType | None) -> None:
-        server.request_shutdown()
+        # --shutdown-delay: the health path says 503 for that long first (a
+        # second SIGTERM, relayed or group-wide, never postpones it).
+        server.drain(config.shutdown_delay)
 
     def cut(signum: int, frame: FrameType | None) -> None:
         server.request_shutdown()
