@@ -152,7 +152,6 @@ class Arbiter:
         if config.reload:
             self.watcher = Watcher(app_modules().values(), config.reload_extra)
 
-
     # -- the arbiter's loop --------------------------------------------------------------
 
     def run(self) -> int:
