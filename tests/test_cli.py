@@ -375,6 +375,11 @@ def test_module_entry_point_reports_import_error(argv: list[str], tmp_path: Path
         {"url_prefix": "/app/"},
         {"log_level": "loud"},
         {"max_drain_bytes": -1},
+        # NaN passes "<= 0"; a NaN or infinite timeout would fail only at run time.
+        {"keepalive_timeout": float("nan")},
+        {"read_timeout": float("inf")},
+        {"graceful_timeout": float("nan")},
+        {"shutdown_delay": float("nan")},
     ],
 )
 def test_config_validation(kwargs: dict[str, Any]) -> None:

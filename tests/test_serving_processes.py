@@ -530,6 +530,19 @@ def test_serve_from_a_script_shows_its_start_requests_and_stop(
     server.wait_for("received SIGTERM, stopping")
 
 
+def test_sighup_to_one_process_is_logged_and_serving_goes_on(launch: Launcher) -> None:
+    """``systemctl reload`` (SIGHUP) must not kill a server without workers (the signal's
+    default action): it says what a reload needs and serves on."""
+    server = launch.start("--port", "0")
+    [address] = server.serving()
+    server.send(signal.SIGHUP)
+    server.wait_for("received SIGHUP: one process has no workers to replace")
+    assert server.proc.poll() is None
+    assert launch.get(address).status == 200
+    server.send(signal.SIGTERM)
+    assert server.wait(5) == 0, server.stderr()
+
+
 @pytest.mark.parametrize("signum", SIGNALS, ids=SIGNAL_IDS)
 def test_second_signal_cuts_the_graceful_wait_short(launch: Launcher, signum: int) -> None:
     """A second SIGINT/SIGTERM during the graceful wait (10 s here) stops the server at once:

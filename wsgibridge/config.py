@@ -11,6 +11,7 @@ here, so a mistake is reported before anything is opened).
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -313,15 +314,15 @@ class Config:
             "write_timeout",
             "keepalive_timeout",
         ):
-            if getattr(self, name) <= 0:
+            if not 0 < getattr(self, name) < math.inf:  # NaN and infinity too
                 raise ValueError(f"{name} must be a positive number of seconds")
-        if self.graceful_timeout < 0:
-            raise ValueError("graceful_timeout must not be negative")
+        if not 0 <= self.graceful_timeout < math.inf:
+            raise ValueError("graceful_timeout must be a number of seconds, 0 or more")
         path = self.health_path
         if path and (not path.startswith("/") or not path.isprintable() or " " in path):
             raise ValueError(f"health_path must start with '/' and have no spaces, not {path!r}")
-        if not self.shutdown_delay >= 0:  # NaN too
-            raise ValueError("shutdown_delay must not be negative")
+        if not 0 <= self.shutdown_delay < math.inf:  # NaN too
+            raise ValueError("shutdown_delay must be a number of seconds, 0 or more")
         for name in ("max_request_line", "max_header_count", "max_header_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")

@@ -159,6 +159,64 @@ def test_sighup_with_new_code_that_does_not_import_keeps_the_old_workers(
 
 
 @needs_proc
+def test_after_a_failed_reload_a_new_worker_still_serves(launch: Launcher, tmp_path: Path) -> None:
+    """A broken edit and a SIGHUP, then a worker is needed (SIGTTIN here; a crash or a
+    recycle alike): it runs the code imported at start, the server goes on serving."""
+    server = launch.start("--port", "0", "--workers", "2", app="verapp:app")
+    [address] = server.serving()
+    wait_until(lambda: len(children_of(server.pid)) == 2, 10, "2 workers", server)
+    (tmp_path / "verapp.py").write_text("import a_module_that_is_not_there\n")
+    server.send(signal.SIGHUP)
+    server.wait_for("reload failed", 10)
+    server.send(signal.SIGTTIN)
+    wait_until(lambda: len(children_of(server.pid)) == 3, 10, "3 workers", server)
+    time.sleep(3.0)  # five failed starts, with their back-off, end a server in about 3 s
+    assert server.proc.poll() is None, server.stderr()
+    assert len(children_of(server.pid)) == 3
+    assert not matching(server, "exited"), server.stderr()  # the third one started
+    assert {launch.get(address).body.split()[1] for _ in range(12)} == {b"v1"}
+    assert "giving up" not in server.stderr()
+    server.send(signal.SIGTERM)
+    assert server.wait(15) == 0, server.stderr()
+
+
+CRASHING_APP = """\
+import os
+
+
+def app(environ, start_response):
+    if environ["PATH_INFO"] == "/crash":
+        os._exit(7)  # a C extension's segfault, the OOM killer...
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+    return [b"ok"]
+"""
+
+
+@needs_proc
+def test_workers_that_crash_after_starting_are_replaced_every_time(
+    launch: Launcher, tmp_path: Path
+) -> None:
+    """A worker that served and then died is replaced; only workers that die before they
+    accept count towards giving up, so crashing requests never end the server."""
+    (tmp_path / "crashy.py").write_text(CRASHING_APP)
+    server = launch.start("--port", "0", "--workers", "2", app="crashy:app")
+    [address] = server.serving()
+    for _ in range(8):
+        wait_until(lambda: len(children_of(server.pid)) == 2, 10, "2 workers", server)
+        time.sleep(0.3)  # the replacement accepts
+        try:
+            launch.get(address, "/crash")
+        except (OSError, EOFError, ValueError):
+            pass  # the worker died under the request, as it meant to
+    wait_until(lambda: len(matching(server, "exited (exit code 7)")) >= 8, 10, "8 crashes", server)
+    assert server.proc.poll() is None, server.stderr()
+    assert "giving up" not in server.stderr()
+    assert launch.get(address).body == b"ok"
+    server.send(signal.SIGTERM)
+    assert server.wait(15) == 0, server.stderr()
+
+
+@needs_proc
 def test_ttin_adds_and_ttou_removes_workers_under_load(launch: Launcher) -> None:
     """SIGTTIN: one worker more; SIGTTOU: one fewer, never below one; clients see no
     failure while workers come and go."""

@@ -82,3 +82,23 @@ def test_a_client_left_waiting_on_the_listener_is_taken_by_the_retiring_server()
             assert retiring.is_alive()
         retiring.join(5)
         assert not retiring.is_alive()
+
+
+def test_retire_keeps_an_idle_connection_until_its_keepalive_deadline() -> None:
+    """An idle keep-alive connection of a retiring server is not closed early (say at the
+    graceful timeout): a client reusing it within the keep-alive timeout is answered, with
+    ``Connection: close``, rather than finding it closed (a load balancer's 502)."""
+    with serve_in_thread(hello, graceful_timeout=0.3, keepalive_timeout=5.0) as background:
+        server = background.server
+        with socket.create_connection((server.host, server.port), timeout=5) as sock:
+            reader = ResponseReader(sock)
+            sock.sendall(request("/"))
+            assert reader.read_response().status == 200
+            retiring = threading.Thread(target=server.retire)
+            retiring.start()
+            time.sleep(0.8)  # idle well past the graceful timeout
+            sock.sendall(request("/"))
+            again = reader.read_response()
+            assert again.status == 200 and again.header("Connection") == "close"
+            retiring.join(5)
+            assert not retiring.is_alive()

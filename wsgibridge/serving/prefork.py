@@ -405,7 +405,10 @@ class Arbiter:
                 )
                 continue
             log.warning("worker %d exited (%s); starting another", pid, _describe(code))
-            if time.monotonic() - worker.started < BOOT_SECONDS:
+            if not worker.ready and time.monotonic() - worker.started < BOOT_SECONDS:
+                # Died before it accepted: the app may not start at all.  (One
+                # that served and then crashed - a C extension, the OOM killer -
+                # is simply replaced: it says nothing about the next one.)
                 self._boot_failures += 1
                 booting_died = True
             else:
@@ -433,7 +436,8 @@ class Arbiter:
         else:
             self._failed_generation = self.generation
             log.error(
-                "reload failed: worker %d could not start (%s); the old workers keep serving",
+                "reload failed: worker %d could not start (%s); the old workers keep serving"
+                " (a worker started before the next reload runs the code imported at start)",
                 worker.pid,
                 why,
             )
@@ -490,7 +494,11 @@ class Arbiter:
             for other in self.workers.values():
                 if other.channel is not None:
                     other.channel.close()  # its EOF must tell only the arbiter's death
-            app = None if self.fresh else self.app
+            # After a reload that failed, the app's files do not import: a
+            # worker started meanwhile (a crash, SIGTTIN, recycling) runs the
+            # code imported at start rather than not at all.
+            fresh = self.fresh and self.generation != self._failed_generation
+            app = None if fresh else self.app
             code = run_worker(
                 self.config, self.make_server, app, self.loader, self.listeners, theirs, masked
             )

@@ -166,10 +166,19 @@ def serve(
         else:
             log.info("received %s, stopping", name)
 
+    def on_hangup(signum: int, frame: FrameType | None) -> None:
+        # SIGHUP's default action ends the process: `systemctl reload` must not.
+        log.warning(
+            "received SIGHUP: one process has no workers to replace; serving on (for a"
+            " rolling reload, run under the arbiter: --workers N, --max-requests or --reload)"
+        )
+
     previous_wakeup = None
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGINT, signal.SIGTERM):
             previous[signum] = signal.signal(signum, on_signal)
+        if hasattr(signal, "SIGHUP"):
+            previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_hangup)
         # Every signal also writes a byte to the reactor's wake-up socket, so
         # the reactor returns to Python (and the handler runs) whichever thread
         # the kernel delivered the signal to.

@@ -232,14 +232,17 @@ class WSGIServer:
         own, never a signal handler).  New clients go to the processes still
         accepting; the connections already open are served on, each response
         saying ``Connection: close``, so a keep-alive client is told before its
-        connection ends instead of finding it closed.  Once none is open, or
-        after ``timeout`` seconds (default: the keep-alive timeout, at most the
-        graceful timeout), the server stops as on :meth:`request_shutdown`.
+        connection ends instead of finding it closed; an idle one closes at
+        its own keep-alive deadline, as it would have anyway.  Once none is
+        open, or after ``timeout`` seconds (default: the keep-alive timeout),
+        the server stops as on :meth:`request_shutdown`.
         """
         self.draining = True
         self.reactor.stop_listening()
         if timeout is None:
-            timeout = min(self.config.keepalive_timeout, self.config.graceful_timeout)
+            # Not sooner: a client reusing an idle connection before its
+            # keep-alive deadline would find it closed (a load balancer's 502).
+            timeout = self.config.keepalive_timeout + RETIRE_SETTLE
         start = time.monotonic()
         deadline = start + timeout
         changed = self.connections.changed
