@@ -26,6 +26,7 @@ MiB = 1024 * KiB
 SECONDS = 1.0
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+DEADLINE_ACTIONS = ("log", "recycle")
 
 
 def _opt(help: str, **extra: Any) -> dict[str, Any]:
@@ -226,6 +227,24 @@ class Config:
             choices=LOG_LEVELS,
         ),
     )
+    # -- a request that hangs ------------------------------------------------------------------
+    request_deadline: float = field(
+        default=0.0,
+        metadata=_opt(
+            "Seconds after which a request still running is logged once, at warning level,"
+            " with its request line, client, time and the stack of its thread (0: off)."
+            " Nothing is killed."
+        ),
+    )
+    deadline_action: str = field(
+        default="log",
+        metadata=_opt(
+            "What a request past --request-deadline causes: log only, or (with --workers)"
+            " recycle its worker: it stops accepting, finishes its requests and exits, and"
+            " another is started.",
+            choices=DEADLINE_ACTIONS,
+        ),
+    )
 
     def __post_init__(self) -> None:
         host = self.host
@@ -274,6 +293,12 @@ class Config:
         AccessLogFormat(self.access_log_format)  # raises ValueError naming the bad field
         if self.log_level not in LOG_LEVELS:
             raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
+        if not 0 <= self.request_deadline < float("inf"):
+            raise ValueError("request_deadline must be a number of seconds, 0 or more (0: off)")
+        if self.deadline_action not in DEADLINE_ACTIONS:
+            raise ValueError(f"deadline_action must be one of {', '.join(DEADLINE_ACTIONS)}")
+        if self.deadline_action != "log" and not self.request_deadline:
+            raise ValueError(f"deadline_action {self.deadline_action} needs a request_deadline")
 
     @property
     def limits(self) -> Limits:

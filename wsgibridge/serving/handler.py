@@ -31,6 +31,7 @@ from collections.abc import Callable
 from http import HTTPStatus
 from http.client import HTTPMessage
 from http.server import BaseHTTPRequestHandler
+from threading import get_ident
 from typing import Any, Protocol
 
 from .._types import WSGIApp
@@ -80,6 +81,9 @@ class ServerContext(Protocol):
     # True when every connection inherits TCP_NODELAY and the kernel timeouts
     # from its listener (stream.prepare_listener), so the handler sets none.
     socket_options_inherited: bool
+    # The request watchdog's table (watchdog.py): thread ident -> the handler
+    # whose request that thread runs; None when no watchdog looks.
+    watched: dict[int, WSGIRequestHandler] | None
 
     @property
     def stopping(self) -> bool: ...
@@ -209,7 +213,17 @@ class WSGIRequestHandler(ConnectionStream, ExchangeLogging, BaseHTTPRequestHandl
         except HTTPError as exc:
             self.reject(exc)
             return
-        self.run_wsgi(head, body)
+        watched = self.server.watched
+        if watched is None:
+            self.run_wsgi(head, body)
+        else:
+            # The watchdog sees this thread running this request until it ends.
+            ident = get_ident()
+            watched[ident] = self
+            try:
+                self.run_wsgi(head, body)
+            finally:
+                del watched[ident]
         self._idle_since = time.monotonic()
 
     # -- the request's fields, for code written against BaseHTTPRequestHandler ------------

@@ -9,7 +9,9 @@ Rule: this is the only module that changes the process (signal handlers,
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import signal
 import socket
 import sys
@@ -76,6 +78,24 @@ def configure_logging(level: str, access_log_file: str = "stderr") -> None:
         access.propagate = False
 
 
+def recycle_stuck_worker(server: WSGIServer) -> None:
+    """A request of this worker process passed ``request_deadline``: stop it gracefully.
+
+    As on SIGTERM, the worker stops accepting (the other workers go on),
+    its requests in flight get ``graceful_timeout`` to finish, then it
+    exits and the arbiter starts another in its place.  No thread is killed.
+    """
+    if server.stopping:
+        return
+    server.request_shutdown()
+    log.warning(
+        "worker %d: a request passed the request deadline; recycling this worker"
+        " (its requests in flight get %gs to finish)",
+        os.getpid(),
+        server.config.graceful_timeout,
+    )
+
+
 def _logging_configured() -> bool:
     """True if the host program (or the CLI) has set up logging for wsgibridge's messages."""
     return bool(logging.getLogger().handlers or logging.getLogger("wsgibridge").handlers)
@@ -112,11 +132,16 @@ def serve(
 
         # The app was imported once, here, before the fork: workers share its pages.
         def make_worker(sockets: list[socket.socket]) -> WSGIServer:
-            return WSGIServer(app, config, handler_class, sockets=sockets)
+            worker = WSGIServer(app, config, handler_class, sockets=sockets)
+            if config.deadline_action == "recycle":
+                worker.on_deadline = functools.partial(recycle_stuck_worker, worker)
+            return worker
 
         if serve_prefork(config, make_worker, open_listeners(config)) != 0:
             raise RuntimeError("the worker processes could not start")
         return
+    if config.deadline_action == "recycle":
+        log.warning("deadline_action recycle needs workers > 1; a late request is only logged")
     server = WSGIServer(app, config, handler_class)
     previous: dict[signal.Signals, Any] = {}
 
