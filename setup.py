@@ -19,8 +19,8 @@ from setuptools import setup
 # way between the reactor and its handler. Every module not listed stays
 # interpreted (the CLI, config, errors, lint/, testing/, and the serving
 # modules that run once per process or per connection: binds, listen, tls,
-# reactor, server, run, prefork, background, accesssink, and watchdog, which
-# no request calls), importing these.
+# reactor, server, run, prefork, background, accesssink, and process and
+# watchdog, which no request calls), importing these.
 MODULES = [
     "wsgibridge/_mypyc.py",
     "wsgibridge/http/__init__.py",

@@ -1,29 +1,42 @@
-"""The request watchdog, as a user runs it: ``python -m wsgibridge``.
+"""The request watchdog and the process options, as a user runs them: ``python -m wsgibridge``.
 
 ``--request-deadline`` (the warning with the app's stack; ``--deadline-action
-recycle`` with ``--workers``).  The servers run in their own sessions (see
+recycle`` with ``--workers``), ``--pid-file``, ``--chdir``, ``--user`` and
+``--group``.  The servers run in their own sessions (see
 ``test_serving_processes.py``, whose helpers these are), every wait is for
 a stderr line or a response under a timeout, and every process is killed
-and reaped whatever the outcome.
+and reaped whatever the outcome.  Dropping privileges needs root: those
+tests are skipped otherwise (the refusal without root runs either way).
 """
 
 from __future__ import annotations
 
+import os
+import pwd
 import re
+import shutil
 import signal
+import stat
+import subprocess
+import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from wsgibridge.cli import main
+
 from .conftest import ResponseReader
 from .test_serving_processes import (
     Launcher,
     ServerProcess,
+    child_env,
     children_of,
     needs_proc,
     request,
     worker_pids,
+    wsgibridge_argv,
 )
 
 pytestmark = pytest.mark.integration  # cross-cutting: run or skip as a group
@@ -54,6 +67,8 @@ def app(environ, start_response):
     return [body]
 """
 
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
+
 
 @pytest.fixture
 def appdir(tmp_path: Path) -> Path:
@@ -72,6 +87,33 @@ def launch(appdir: Path) -> Iterator[Launcher]:
 
 def start(launch: Launcher, *options: str) -> ServerProcess:
     return launch.start("--port", "0", *options, app="slowapp:app")
+
+
+def status_ids(pid: int, field: str) -> list[int]:
+    """The numbers of a ``/proc/PID/status`` line: ``Uid`` (real, effective, saved, fs) …"""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, values = line.partition(":")
+        if name == field:
+            return [int(value) for value in values.split()]
+    raise AssertionError(f"no {field} line for {pid}")
+
+
+def run_cli(*arguments: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        wsgibridge_argv(*arguments),
+        cwd=cwd,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def nobody() -> pwd.struct_passwd:
+    try:
+        return pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("no user named nobody here")
 
 
 # -- the request watchdog ----------------------------------------------------------------------
@@ -156,3 +198,149 @@ def test_recycle_without_workers_only_logs(launch: Launcher) -> None:
     assert launch.get(address).status == 200  # still serving
     server.send(signal.SIGTERM)
     assert server.wait(10) == 0
+
+
+# -- the pid file ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_the_pid_file_names_the_server_and_is_removed_at_exit(
+    launch: Launcher, appdir: Path, workers: str
+) -> None:
+    """Written once the server listens, with the pid of the process to signal (with
+    ``--workers``, the arbiter); a stale file is replaced; removed after SIGTERM."""
+    path = appdir / "run" / "app.pid"
+    path.parent.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", ""])
+    dead.wait(10)
+    path.write_text(f"{dead.pid}\n")  # left by a server that died
+    server = start(launch, "--workers", workers, "--pid-file", str(path))
+    [address] = server.serving()
+    assert path.read_text() == f"{server.pid}\n"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["app.pid"]  # no temporary left
+    assert launch.get(address).status == 200
+    server.send(signal.SIGTERM)
+    assert server.wait(15) == 0, server.stderr()
+    assert not path.exists()
+
+
+def test_a_pid_file_naming_a_running_process_refuses_the_start(appdir: Path) -> None:
+    path = appdir / "app.pid"
+    path.write_text(f"{os.getpid()}\n")  # this test's process: running
+    proc = run_cli("--port", "0", "--pid-file", str(path), "slowapp:app", cwd=appdir)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        f"wsgibridge: error: the pid file {path} names process {os.getpid()}, which is"
+        " running: another server? (stop it, or remove the file if that process is not one)"
+    ]
+    assert path.read_text() == f"{os.getpid()}\n"
+
+
+# -- --chdir -----------------------------------------------------------------------------------
+
+
+def test_chdir_imports_the_app_from_there_and_serves_from_there(
+    launch: Launcher, appdir: Path
+) -> None:
+    """Started elsewhere with a relative ``--chdir``: the app module is found in that
+    directory and the process works there (a relative --bind path is there too)."""
+    site = appdir / "site"
+    site.mkdir()
+    (appdir / "slowapp.py").rename(site / "siteapp.py")
+    server = launch.start("--chdir", "site", "--bind", "unix:app.sock", app="siteapp:app")
+    assert server.serving() == ["app.sock"]
+    response = launch.get(str(site / "app.sock"), "/cwd")
+    assert response.status == 200
+    assert response.body.decode() == str(site)
+    server.send(signal.SIGTERM)
+    assert server.wait(10) == 0, server.stderr()
+
+
+def test_a_missing_chdir_directory_exits_2_with_one_line(appdir: Path) -> None:
+    proc = run_cli("--chdir", "nowhere", "slowapp:app", cwd=appdir)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "wsgibridge: error: cannot change to the directory 'nowhere': No such file or directory"
+    ]
+
+
+# -- --user / --group --------------------------------------------------------------------------
+
+
+@needs_root
+@needs_proc
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_user_drops_root_after_binding_in_every_process(launch: Launcher, workers: str) -> None:
+    """Started as root with ``--user nobody``: the serving processes (the arbiter and each
+    worker) run as nobody's uid and gid, with no root group left among their groups."""
+    entry = nobody()
+    server = start(launch, "--workers", workers, "--user", "nobody")
+    [address] = server.serving()
+    server.wait_for(rf"running as uid {entry.pw_uid}, gid {entry.pw_gid}")
+    pids = {server.pid}
+    if workers == "2":
+        pids |= worker_pids(launch, address, 2, timeout=10)
+        assert pids - {server.pid} == children_of(server.pid)
+    else:
+        assert int(launch.get(address).body) == server.pid
+    for pid in pids:
+        assert status_ids(pid, "Uid") == [entry.pw_uid] * 4, pid
+        assert status_ids(pid, "Gid") == [entry.pw_gid] * 4, pid
+        assert 0 not in status_ids(pid, "Groups"), pid
+    server.send(signal.SIGTERM)
+    assert server.wait(15) == 0, server.stderr()
+
+
+@needs_root
+@needs_proc
+def test_user_and_group_own_the_unix_socket_file(launch: Launcher) -> None:
+    """``--bind unix:PATH --user nobody --group N``: the socket file belongs to them (so
+    mode 660 lets that group connect), the server runs as them and still serves."""
+    entry = nobody()
+    sockdir = Path(tempfile.mkdtemp(prefix="wbu-", dir="/tmp"))
+    try:
+        os.chmod(sockdir, 0o777)  # the server, as nobody, removes its file at the stop
+        path = sockdir / "app.sock"
+        server = start(launch, "--bind", f"unix:{path}", "--user", "nobody", "--group", "12345")
+        assert server.serving() == [str(path)]
+        info = os.lstat(path)
+        assert (info.st_uid, info.st_gid) == (entry.pw_uid, 12345)
+        assert stat.S_IMODE(info.st_mode) == 0o660
+        assert status_ids(server.pid, "Gid") == [12345] * 4
+        assert 0 not in status_ids(server.pid, "Groups")
+        assert launch.get(str(path)).status == 200
+        server.send(signal.SIGTERM)
+        assert server.wait(10) == 0, server.stderr()
+        assert not path.exists()
+    finally:
+        shutil.rmtree(sockdir, ignore_errors=True)
+
+
+def test_becoming_another_user_without_root_exits_2_with_one_line(
+    appdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not root and asking for another user: one line, exit 2, before anything listens.
+
+    In this process, through the real ``serve``: when the tests run as root, the
+    process says it is uid 1000 (a server run as nobody could not even start
+    here if the interpreter lives under a private home directory).
+    """
+    if os.geteuid() == 0:
+        monkeypatch.setattr(os, "geteuid", lambda: 1000)
+        monkeypatch.setattr(os, "getegid", lambda: 1000)
+    uid = os.geteuid()
+    monkeypatch.chdir(appdir)
+    monkeypatch.syspath_prepend(str(appdir))
+    code = main(["--port", "0", "--user", "root", "slowapp:app"])
+    assert code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"wsgibridge: error: cannot run as user 'root': that needs starting as root (uid is {uid})"
+    ]
+
+
+def test_an_unknown_user_exits_2_with_one_line(appdir: Path) -> None:
+    proc = run_cli("--user", "no-such-user-x", "slowapp:app", cwd=appdir)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "wsgibridge: error: user 'no-such-user-x' does not exist (--user)"
+    ]

@@ -22,6 +22,7 @@ from ._types import WSGIApp
 from ._version import __version__
 from .config import Config, config_fields
 from .errors import ConfigError
+from .serving.process import enter_directory
 from .serving.run import configure_logging
 from .serving.run import serve as default_serve
 
@@ -275,6 +276,11 @@ def main(
         config = config_from_args(args)
     except ValueError as exc:
         print(f"wsgibridge: error: {exc} (see wsgibridge --help)", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        config = enter_directory(config)  # --chdir: the app is imported from there
+    except ConfigError as exc:
+        print(f"wsgibridge: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
         app = load_app(args.app)

@@ -227,7 +227,7 @@ class Config:
             choices=LOG_LEVELS,
         ),
     )
-    # -- a request that hangs ------------------------------------------------------------------
+    # -- a request that hangs, and the process --------------------------------------------
     request_deadline: float = field(
         default=0.0,
         metadata=_opt(
@@ -244,6 +244,31 @@ class Config:
             " another is started.",
             choices=DEADLINE_ACTIONS,
         ),
+    )
+    pid_file: str | None = field(
+        default=None,
+        metadata=_opt(
+            "Write the server's process id to this file once it listens (removed at exit);"
+            " refuse to start while the file names a running process.",
+            metavar="PATH",
+        ),
+    )
+    user: str | None = field(
+        default=None,
+        metadata=_opt(
+            "Run as this user (name or uid) once the sockets are bound; needs starting as root.",
+        ),
+    )
+    group: str | None = field(
+        default=None,
+        metadata=_opt(
+            "Run as this group (name or gid) once the sockets are bound (default: the"
+            " --user's group); needs starting as root.",
+        ),
+    )
+    chdir: str | None = field(
+        default=None,
+        metadata=_opt("Change to this directory before importing the app.", metavar="DIR"),
     )
 
     def __post_init__(self) -> None:
@@ -299,6 +324,9 @@ class Config:
             raise ValueError(f"deadline_action must be one of {', '.join(DEADLINE_ACTIONS)}")
         if self.deadline_action != "log" and not self.request_deadline:
             raise ValueError(f"deadline_action {self.deadline_action} needs a request_deadline")
+        for name in ("pid_file", "user", "group", "chdir"):
+            if getattr(self, name) == "":
+                raise ValueError(f"{name} must not be empty (leave it out instead)")
 
     @property
     def limits(self) -> Limits:

@@ -60,6 +60,7 @@ __all__ = [
     "SD_LISTEN_FDS_START",
     "Bind",
     "close_listener",
+    "created_socket_file",
     "listener_address",
     "open_bind",
     "open_listener",
@@ -448,6 +449,12 @@ def listener_address(sock: socket.socket) -> str:
             return "unix:@" + name[1:].decode("utf-8", "backslashreplace")
         return f"unix:{name}"
     return f"{sock.family!s}:{name}"
+
+
+def created_socket_file(sock: socket.socket) -> str | None:
+    """The path of the Unix socket file this process created for ``sock``, else None."""
+    created = _created.get(sock)
+    return created.path if created is not None and created.pid == os.getpid() else None
 
 
 def close_listener(sock: socket.socket) -> None:

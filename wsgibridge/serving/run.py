@@ -1,7 +1,8 @@
 """The process entry point: ``serve()`` - logging, signals, the descriptor limit, prefork.
 
 Rule: this is the only module that changes the process (signal handlers,
-``RLIMIT_NOFILE``, logging when the program set up none); a server made with
+``RLIMIT_NOFILE``, logging when the program set up none, and through
+``process.py`` the directory, pid file, user and group); a server made with
 ``make_server`` or ``serve_in_thread`` never does.  One process serves with a
 :class:`~wsgibridge.serving.server.WSGIServer` in the main thread;
 ``workers > 1`` hands the work to :mod:`~wsgibridge.serving.prefork`.
@@ -24,7 +25,9 @@ from .._types import WSGIApp
 from ..config import Config
 from .accesssink import open_sink
 from .handler import WSGIRequestHandler
+from .listen import close_listener
 from .prefork import serve_prefork
+from .process import after_binding, before_binding, enter_directory, remove_pid_file
 from .server import WSGIServer, build_config, open_listeners
 
 log = logging.getLogger("wsgibridge.server")
@@ -120,10 +123,12 @@ def serve(
     called).
     """
     config = build_config(config, host, port, options)
+    config = enter_directory(config)  # --chdir (the CLI did it before importing the app)
     if not _logging_configured():
         # A script calling serve() sees what the command line shows: the start,
         # the access lines, the stop.  A program with its own logging keeps it.
         configure_logging(config.log_level, config.access_log_file)
+    identity = before_binding(config)  # the user, group and pid file: checked, nothing bound
     raise_descriptor_limit(config.connection_limit)
     if config.workers > 1:
         if threading.current_thread() is not threading.main_thread():
@@ -137,12 +142,28 @@ def serve(
                 worker.on_deadline = functools.partial(recycle_stuck_worker, worker)
             return worker
 
-        if serve_prefork(config, make_worker, open_listeners(config)) != 0:
+        sockets = open_listeners(config)
+        try:
+            after_binding(config, identity, sockets)  # before the fork: every worker has it
+        except BaseException:
+            for listener in sockets:
+                close_listener(listener)
+            raise
+        try:
+            code = serve_prefork(config, make_worker, sockets)
+        finally:
+            remove_pid_file(config.pid_file)
+        if code != 0:
             raise RuntimeError("the worker processes could not start")
         return
     if config.deadline_action == "recycle":
         log.warning("deadline_action recycle needs workers > 1; a late request is only logged")
     server = WSGIServer(app, config, handler_class)
+    try:
+        after_binding(config, identity, server.listeners)  # pid file, then user and group
+    except BaseException:
+        server.server_close(timeout=0)
+        raise
     previous: dict[signal.Signals, Any] = {}
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -179,3 +200,4 @@ def serve(
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         server.server_close(timeout=0)
+        remove_pid_file(config.pid_file)
