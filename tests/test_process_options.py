@@ -316,6 +316,43 @@ def test_user_and_group_own_the_unix_socket_file(launch: Launcher) -> None:
         shutil.rmtree(sockdir, ignore_errors=True)
 
 
+@needs_root
+def test_files_the_dropped_user_cannot_remove_leave_a_warning_not_a_failed_stop(
+    launch: Launcher,
+) -> None:
+    """``--user nobody`` with the socket file and pid file in a directory only root may
+    write: the stop still stops every worker and exits 0, warning about the two files
+    (the next start replaces them)."""
+    rundir = Path(tempfile.mkdtemp(prefix="wbr-", dir="/tmp"))
+    try:
+        os.chmod(rundir, 0o755)
+        path, pid_file = rundir / "app.sock", rundir / "app.pid"
+        server = start(
+            launch, "--workers", "2", "--bind", f"unix:{path}", "--pid-file", str(pid_file),
+            "--user", "nobody",
+        )  # fmt: skip
+        server.serving()
+        assert launch.get(str(path)).status == 200
+        server.send(signal.SIGTERM)
+        assert server.wait(15) == 0, server.stderr()
+        stderr = server.stderr()
+        assert (
+            f"cannot remove unix:{path}: Permission denied (the next start replaces it)" in stderr
+        )
+        assert f"cannot remove the pid file {pid_file}: Permission denied" in stderr
+        assert "Traceback" not in stderr
+        assert "the arbiter is gone" not in stderr  # the arbiter stopped its workers itself
+        # The next start (as root again, here) replaces both.
+        again = start(launch, "--bind", f"unix:{path}", "--pid-file", str(pid_file))
+        again.serving()
+        assert pid_file.read_text() == f"{again.pid}\n"
+        assert launch.get(str(path)).status == 200
+        again.send(signal.SIGTERM)
+        assert again.wait(10) == 0, again.stderr()
+    finally:
+        shutil.rmtree(rundir, ignore_errors=True)
+
+
 def test_becoming_another_user_without_root_exits_2_with_one_line(
     appdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -31,7 +31,9 @@ Decisions:
   this process (a forked worker closing its copy leaves the path to the
   parent), and only if the path is still the very socket file we bound (same
   device and inode), never a successor's.  Sockets from ``fd://`` and systemd
-  are never unlinked.
+  are never unlinked.  A file that cannot be removed (a server that dropped
+  root may not write the directory) is a warning, not an error: it is left
+  stale, and the next start replaces it.
 * ``reuse_port`` is for TCP (pre-forked workers each binding one port).  With a
   Unix bind it is a ``ValueError``: two processes cannot bind one path, share
   the inherited socket instead.  With ``fd://`` it is ignored, the socket is
@@ -48,6 +50,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import logging
 import os
 import socket
 import stat
@@ -55,6 +58,8 @@ import weakref
 from dataclasses import dataclass
 
 from .binds import Bind, parse_bind
+
+log = logging.getLogger("wsgibridge.server")
 
 __all__ = [
     "SD_LISTEN_FDS_START",
@@ -468,7 +473,13 @@ def close_listener(sock: socket.socket) -> None:
         if created is not None and created.pid == os.getpid():
             # Before close(): while our socket is open its inode cannot be reused, so
             # a successor's socket file can never pass for ours.
-            _unlink_if_ours(created)
+            try:
+                _unlink_if_ours(created)
+            except OSError as exc:
+                # A stop never fails halfway over a file: a server that gave up
+                # root (--user) may not write the directory.  The file is stale
+                # from now on, and the next start replaces it.
+                log.warning("%s (the next start replaces it)", exc.strerror or exc)
     finally:
         sock.close()
 
