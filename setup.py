@@ -20,7 +20,7 @@ from setuptools import setup
 # interpreted (the CLI, config, errors, lint/, testing/, and the serving
 # modules that run once per process or per connection: binds, listen, tls,
 # reactor, server, run, prefork, workerprocess, reloader, background,
-# accesssink), importing these.
+# accesssink, and process and watchdog, which no request calls), importing these.
 MODULES = [
     "wsgibridge/_mypyc.py",
     "wsgibridge/http/__init__.py",

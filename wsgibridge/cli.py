@@ -29,6 +29,7 @@ from .config import Config, config_fields
 from .configfile import Loaded, parse_octal, to_toml
 from .configfile import load as load_settings
 from .errors import ConfigError, ConfigSourceError
+from .serving.process import enter_directory
 from .serving.run import configure_logging, uses_arbiter
 from .serving.run import serve as default_serve
 from .serving.server import tls_context
@@ -365,6 +366,11 @@ def main(
     if args.check_config or args.print_config:
         return _check_and_print(args, loaded)
     config = loaded.config
+    try:
+        config = enter_directory(config)  # --chdir: the app is imported from there
+    except ConfigError as exc:
+        print(f"wsgibridge: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         app = load_app(args.app)
     except AppImportError as exc:

@@ -27,6 +27,7 @@ MiB = 1024 * KiB
 SECONDS = 1.0
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+DEADLINE_ACTIONS = ("log", "recycle")
 
 
 def _opt(help: str, **extra: Any) -> dict[str, Any]:
@@ -283,6 +284,48 @@ class Config:
             choices=LOG_LEVELS,
         ),
     )
+    # -- a request that hangs, and the process --------------------------------------------
+    request_deadline: float = field(
+        default=0.0,
+        metadata=_opt(
+            "Seconds after which a request still running is logged once, at warning level,"
+            " with its request line, client, time and the stack of its thread (0: off)."
+            " Nothing is killed."
+        ),
+    )
+    deadline_action: str = field(
+        default="log",
+        metadata=_opt(
+            "What a request past --request-deadline causes: log only, or recycle its worker"
+            " as --max-requests does (a new worker first; runs even one under the arbiter).",
+            choices=DEADLINE_ACTIONS,
+        ),
+    )
+    pid_file: str | None = field(
+        default=None,
+        metadata=_opt(
+            "Write the server's process id to this file once it listens (removed at exit);"
+            " refuse to start while the file names a running process.",
+            metavar="PATH",
+        ),
+    )
+    user: str | None = field(
+        default=None,
+        metadata=_opt(
+            "Run as this user (name or uid) once the sockets are bound; needs starting as root.",
+        ),
+    )
+    group: str | None = field(
+        default=None,
+        metadata=_opt(
+            "Run as this group (name or gid) once the sockets are bound (default: the"
+            " --user's group); needs starting as root.",
+        ),
+    )
+    chdir: str | None = field(
+        default=None,
+        metadata=_opt("Change to this directory before importing the app.", metavar="DIR"),
+    )
 
     def __post_init__(self) -> None:
         host = self.host
@@ -345,6 +388,15 @@ class Config:
         AccessLogFormat(self.access_log_format)  # raises ValueError naming the bad field
         if self.log_level not in LOG_LEVELS:
             raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
+        if not 0 <= self.request_deadline < float("inf"):
+            raise ValueError("request_deadline must be a number of seconds, 0 or more (0: off)")
+        if self.deadline_action not in DEADLINE_ACTIONS:
+            raise ValueError(f"deadline_action must be one of {', '.join(DEADLINE_ACTIONS)}")
+        if self.deadline_action != "log" and not self.request_deadline:
+            raise ValueError(f"deadline_action {self.deadline_action} needs a request_deadline")
+        for name in ("pid_file", "user", "group", "chdir"):
+            if getattr(self, name) == "":
+                raise ValueError(f"{name} must not be empty (leave it out instead)")
 
     @property
     def limits(self) -> Limits:

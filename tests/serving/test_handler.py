@@ -35,6 +35,7 @@ class FakeServer:
     multithread = True
     multiprocess = False
     socket_options_inherited = False  # a socketpair: the handler sets its own options
+    watched: dict[int, WSGIRequestHandler] | None = None  # no request watchdog
 
     def __init__(self, app: WSGIApp, **options: Any) -> None:
         self.app = app

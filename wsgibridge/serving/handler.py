@@ -31,6 +31,7 @@ from collections.abc import Callable
 from http import HTTPStatus
 from http.client import HTTPMessage
 from http.server import BaseHTTPRequestHandler
+from threading import get_ident
 from typing import Any, Protocol
 
 from .._types import WSGIApp
@@ -96,6 +97,9 @@ class ServerContext(Protocol):
     draining: bool
     # The stop is coming or under way: the health path says 503.
     stop_announced: bool
+    # The request watchdog's table (watchdog.py): thread ident -> the handler
+    # whose request that thread runs; None when no watchdog looks.
+    watched: dict[int, WSGIRequestHandler] | None
 
     @property
     def stopping(self) -> bool: ...
@@ -228,7 +232,17 @@ class WSGIRequestHandler(ConnectionStream, ExchangeLogging, BaseHTTPRequestHandl
         except HTTPError as exc:
             self.reject(exc)
             return
-        self.run_wsgi(head, body)
+        watched = self.server.watched
+        if watched is None:
+            self.run_wsgi(head, body)
+        else:
+            # The watchdog sees this thread running this request until it ends.
+            ident = get_ident()
+            watched[ident] = self
+            try:
+                self.run_wsgi(head, body)
+            finally:
+                del watched[ident]
         self._idle_since = time.monotonic()
 
     def answer_health(self, head: RequestHead) -> bool:

@@ -31,7 +31,9 @@ Decisions:
   this process (a forked worker closing its copy leaves the path to the
   parent), and only if the path is still the very socket file we bound (same
   device and inode), never a successor's.  Sockets from ``fd://`` and systemd
-  are never unlinked.
+  are never unlinked.  A file that cannot be removed (a server that dropped
+  root may not write the directory) is a warning, not an error: it is left
+  stale, and the next start replaces it.
 * ``reuse_port`` is for TCP (pre-forked workers each binding one port).  With a
   Unix bind it is a ``ValueError``: two processes cannot bind one path, share
   the inherited socket instead.  With ``fd://`` it is ignored, the socket is
@@ -48,6 +50,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import logging
 import os
 import socket
 import stat
@@ -56,10 +59,13 @@ from dataclasses import dataclass
 
 from .binds import Bind, parse_bind
 
+log = logging.getLogger("wsgibridge.server")
+
 __all__ = [
     "SD_LISTEN_FDS_START",
     "Bind",
     "close_listener",
+    "created_socket_file",
     "listener_address",
     "open_bind",
     "open_listener",
@@ -450,6 +456,12 @@ def listener_address(sock: socket.socket) -> str:
     return f"{sock.family!s}:{name}"
 
 
+def created_socket_file(sock: socket.socket) -> str | None:
+    """The path of the Unix socket file this process created for ``sock``, else None."""
+    created = _created.get(sock)
+    return created.path if created is not None and created.pid == os.getpid() else None
+
+
 def close_listener(sock: socket.socket) -> None:
     """Close ``sock``; if :func:`open_listener` created its Unix socket file, unlink it.
 
@@ -461,7 +473,13 @@ def close_listener(sock: socket.socket) -> None:
         if created is not None and created.pid == os.getpid():
             # Before close(): while our socket is open its inode cannot be reused, so
             # a successor's socket file can never pass for ours.
-            _unlink_if_ours(created)
+            try:
+                _unlink_if_ours(created)
+            except OSError as exc:
+                # A stop never fails halfway over a file: a server that gave up
+                # root (--user) may not write the directory.  The file is stale
+                # from now on, and the next start replaces it.
+                log.warning("%s (the next start replaces it)", exc.strerror or exc)
     finally:
         sock.close()
 

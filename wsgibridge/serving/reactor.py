@@ -36,6 +36,7 @@ from .connection import CLOSED, LINGERING, PARKED, Connection, Connections
 from .listen import close_listener
 from .pool import WorkerPool
 from .readiness import EpollSource, QueueSource, ReactorPoller, Waker
+from .watchdog import RequestWatchdog
 
 log = logging.getLogger("wsgibridge.server")
 
@@ -66,6 +67,7 @@ class Reactor:
 
     connections: Connections  # given by attach(), with the pool
     pool: WorkerPool
+    watchdog: RequestWatchdog | None = None
 
     def __init__(self, owner: Owner, listeners: list[socket.socket], use_epoll: bool) -> None:
         self.owner = owner
@@ -95,10 +97,14 @@ class Reactor:
         self._heartbeat: tuple[float, Callable[[], object]] | None = None
         self._beat_at = float("inf")
 
-    def attach(self, connections: Connections, pool: WorkerPool) -> None:
-        """The connections it parks and expires, and the pool it watches (made after it)."""
+    def attach(
+        self, connections: Connections, pool: WorkerPool, watchdog: RequestWatchdog | None = None
+    ) -> None:
+        """The connections it parks and expires, the pool it watches (made after it), and
+        the request watchdog whose check it runs (None: none)."""
         self.connections = connections
         self.pool = pool
+        self.watchdog = watchdog
         if isinstance(connections.source, EpollSource):
             self._listen = connections.source
 
@@ -209,6 +215,9 @@ class Reactor:
         watch = self.pool.watch()  # wakes a worker for work stuck behind busy ones
         if watch is not None:
             wake = min(wake, time.monotonic() + watch)
+        watchdog = self.watchdog
+        if watchdog is not None:
+            wake = min(wake, watchdog.check())  # logs requests past their deadline
         self._next_wake = wake
         if wake == float("inf"):
             return None

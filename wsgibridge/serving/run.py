@@ -1,7 +1,8 @@
 """The process entry point: ``serve()`` - logging, signals, the descriptor limit, prefork.
 
 Rule: this is the only module that changes the process (signal handlers,
-``RLIMIT_NOFILE``, logging when the program set up none); a server made with
+``RLIMIT_NOFILE``, logging when the program set up none, and through
+``process.py`` the directory, pid file, user and group); a server made with
 ``make_server`` or ``serve_in_thread`` never does.  One process serves with a
 :class:`~wsgibridge.serving.server.WSGIServer` in the main thread;
 ``workers > 1`` hands the work to :mod:`~wsgibridge.serving.prefork`.
@@ -22,8 +23,10 @@ from .._types import WSGIApp
 from ..config import Config
 from .accesssink import open_sink
 from .handler import WSGIRequestHandler
+from .listen import close_listener
 from .notify import Notifier
 from .prefork import serve_prefork
+from .process import after_binding, before_binding, enter_directory, remove_pid_file
 from .server import WSGIServer, build_config, open_listeners
 
 log = logging.getLogger("wsgibridge.server")
@@ -85,7 +88,11 @@ def _logging_configured() -> bool:
 def uses_arbiter(config: Config) -> bool:
     """Whether ``serve`` runs pre-forked workers under an arbiter (even just one)."""
     return bool(
-        config.workers > 1 or config.max_requests or config.max_worker_memory or config.reload
+        config.workers > 1
+        or config.max_requests
+        or config.max_worker_memory
+        or config.reload
+        or (config.request_deadline and config.deadline_action == "recycle")
     )
 
 
@@ -117,6 +124,7 @@ def serve(
     ``STOPPING=1`` and, with ``WatchdogSec=``, ``WATCHDOG=1`` (``notify.py``).
     """
     config = build_config(config, host, port, options)
+    config = enter_directory(config)  # --chdir (the CLI did it before importing the app)
     if config.reload and loader is None:
         raise ValueError(
             "reload imports the app anew in each new worker: give it as module:app"
@@ -126,6 +134,7 @@ def serve(
         # A script calling serve() sees what the command line shows: the start,
         # the access lines, the stop.  A program with its own logging keeps it.
         configure_logging(config.log_level, config.access_log_file)
+    identity = before_binding(config)  # the user, group and pid file: checked, nothing bound
     raise_descriptor_limit(config.connection_limit)
     if uses_arbiter(config):
         if threading.current_thread() is not threading.main_thread():
@@ -134,16 +143,33 @@ def serve(
 
         # The app was imported once, here, before the fork: workers share its
         # pages (after a reload, each new worker imports it with the loader).
+        # --deadline-action recycle: the worker asks the arbiter for a
+        # replacement (workerprocess.Control), as --max-requests does.
         def make_worker(worker_app: WSGIApp, sockets: list[socket.socket]) -> WSGIServer:
             server = WSGIServer(worker_app, config, handler_class, sockets=sockets)
             server.multiprocess = True  # a replacement overlaps the worker it replaces
             return server
 
         listeners = open_listeners(config)
-        if serve_prefork(config, app, make_worker, listeners, loader, Notifier()) != 0:
+        try:
+            after_binding(config, identity, listeners)  # before the fork: every worker has it
+        except BaseException:
+            for listener in listeners:
+                close_listener(listener)
+            raise
+        try:
+            code = serve_prefork(config, app, make_worker, listeners, loader, Notifier())
+        finally:
+            remove_pid_file(config.pid_file)
+        if code != 0:
             raise RuntimeError("the worker processes could not start")
         return
     server = WSGIServer(app, config, handler_class)
+    try:
+        after_binding(config, identity, server.listeners)  # pid file, then user and group
+    except BaseException:
+        server.server_close(timeout=0)
+        raise
     notifier = Notifier()
     previous: dict[signal.Signals, Any] = {}
     signalled: list[int] = []
@@ -207,6 +233,7 @@ def serve(
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         server.server_close(timeout=0)
+        remove_pid_file(config.pid_file)
 
 
 def stop_status(delay: float, grace: float) -> str:

@@ -50,6 +50,7 @@ from .reactor import Reactor
 from .readiness import HAS_EPOLL, ready_source
 from .stream import prepare_listener
 from .tls import make_ssl_context
+from .watchdog import RequestWatchdog
 
 log = logging.getLogger("wsgibridge.server")
 
@@ -110,6 +111,16 @@ class WSGIServer:
         # read by the client (the plugin's request log) waits for this count.
         self.requests_begun = 0
         self._begun_lock = threading.Lock()
+        # With request_deadline, the watchdog logs each request that runs longer
+        # (watchdog.py); the handlers write its table.  on_deadline is then called,
+        # in the reactor, after each such request is logged (serve() sets it to
+        # recycle a --workers process with deadline_action="recycle").
+        self.on_deadline: Callable[[], None] | None = None
+        self.watchdog: RequestWatchdog | None = None
+        self.watched: dict[int, WSGIRequestHandler] | None = None
+        if config.request_deadline:
+            self.watchdog = RequestWatchdog(config.request_deadline, self._deadline_passed)
+            self.watched = self.watchdog.requests
         # A plain flag, not an Event: it is set from signal handlers, which
         # must take no lock (the interrupted code may hold it).
         self._stopping = False
@@ -154,7 +165,7 @@ class WSGIServer:
         source = ready_source(epoll)
         self.connections = Connections(self, self.reactor.poller, source, self.reactor)
         self.pool = WorkerPool(config.threads, source, self.connections.serve_fd, self.reactor.wake)
-        self.reactor.attach(self.connections, self.pool)
+        self.reactor.attach(self.connections, self.pool, self.watchdog)
 
     # -- facts -----------------------------------------------------------------------
 
@@ -193,6 +204,10 @@ class WSGIServer:
             name, port = sock.getsockname()[:2]
             return str(name), str(port)
         return "localhost", "443" if self.ssl_context else "80"
+
+    def _deadline_passed(self) -> None:
+        if self.on_deadline is not None:
+            self.on_deadline()
 
     def note_request(self) -> None:
         """Count a request that will be recorded (called by the handler, with observers only)."""

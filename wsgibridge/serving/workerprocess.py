@@ -21,6 +21,7 @@ replacement accepts: the arbiter replaces it, it never leaves on its own.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import logging
@@ -55,6 +56,7 @@ class WorkerServer(Protocol):
 
     serving: threading.Event
     observers: list[Callable[[AccessRecord], None]]
+    on_deadline: Callable[[], None] | None
 
     @property
     def stopping(self) -> bool: ...
@@ -225,6 +227,10 @@ def run_worker(
             return EXIT_IMPORT_FAILED
     server = make_server(app, listeners)
     control = Control(server, channel, config)
+    if config.request_deadline and config.deadline_action == "recycle":
+        # After the watchdog's report: a replacement first, then this worker
+        # retires once its other requests are done (nothing kills a thread).
+        server.on_deadline = functools.partial(control.ask, "ran a request past the deadline")
 
     def stop(signum: int, frame: FrameType | None) -> None:
         # --shutdown-delay: the health path says 503 for that long first (a
