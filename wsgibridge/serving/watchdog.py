@@ -11,9 +11,9 @@ table, and for each request older than the deadline and not yet reported
 logs one warning: the request line, the client, the time it has been
 running and the Python stack of the thread running it
 (``sys._current_frames()``), so the log says where the app is stuck.  Then
-``on_deadline`` (if any) is called: with ``--workers`` and
-``--deadline-action recycle`` the worker process stops gracefully and the
-arbiter starts another.
+``on_deadline`` (if any) is called: with ``--deadline-action recycle`` the
+worker process asks the arbiter for a replacement, as ``--max-requests``
+does (``workerprocess.Control``): a new worker first, then this one retires.
 
 Cost: with the deadline 0 (the default) there is no watchdog, and a request
 pays one attribute test (the handler finds no table); with it on, a request
