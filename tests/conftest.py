@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import socket
 import ssl
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import trustme
@@ -70,6 +71,27 @@ def running_server(app: WSGIApp, **options: Any) -> Iterator[WSGIServer]:
     options.setdefault("graceful_timeout", 2.0)
     with serving(make_server(app, **options)) as server:
         yield server
+
+
+HandlerT = TypeVar("HandlerT", bound=logging.Handler)
+
+
+@contextlib.contextmanager
+def logging_to(name: str, handler: HandlerT) -> Iterator[HandlerT]:
+    """``handler`` on the logger ``name`` at INFO for a test, both restored after.
+
+    A handler on the logger itself, not caplog on the root: the CLI tests leave
+    wsgibridge's loggers with ``propagate = False``.
+    """
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 @contextlib.contextmanager

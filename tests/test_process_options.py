@@ -78,11 +78,8 @@ def appdir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def launch(appdir: Path) -> Iterator[Launcher]:
-    launcher = Launcher(appdir)
-    try:
+    with Launcher(appdir) as launcher:
         yield launcher
-    finally:
-        launcher.close()
 
 
 def start(launch: Launcher, *options: str) -> ServerProcess:

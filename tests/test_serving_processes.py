@@ -202,12 +202,19 @@ class ServerProcess:
 
 
 class Launcher:
-    """Starts servers and client sockets for one test; ``close`` releases them all."""
+    """Starts servers and client sockets for one test; ``close`` (or leaving its ``with``)
+    releases them all."""
 
     def __init__(self, appdir: Path) -> None:
         self.appdir = appdir
         self.servers: list[ServerProcess] = []
         self.sockets: list[socket.socket] = []
+
+    def __enter__(self) -> Launcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def start(
         self,
@@ -334,21 +341,24 @@ def appdir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def launch(appdir: Path) -> Iterator[Launcher]:
-    launcher = Launcher(appdir)
-    try:
+    with Launcher(appdir) as launcher:
         yield launcher
-    finally:
-        launcher.close()
 
 
-@pytest.fixture
-def sockdir() -> Iterator[Path]:
+@contextlib.contextmanager
+def short_directory(prefix: str) -> Iterator[Path]:
     """A fresh directory with a short path for Unix socket files (sun_path is ~107 bytes)."""
-    path = Path(tempfile.mkdtemp(prefix="wbp-", dir="/tmp" if os.path.isdir("/tmp") else None))
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp" if os.path.isdir("/tmp") else None))
     try:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def sockdir() -> Iterator[Path]:
+    with short_directory("wbp-") as path:
+        yield path
 
 
 # -- 1. lifecycle: signals ---------------------------------------------------------------------

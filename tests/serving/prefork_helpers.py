@@ -40,11 +40,8 @@ def write_app(directory: Path, version: str, name: str = "verapp") -> None:
 def launcher_in(directory: Path) -> Iterator[Launcher]:
     """A launcher serving from ``directory``, with ``verapp`` at v1 (a fixture's body)."""
     write_app(directory, "v1")
-    launcher = Launcher(directory)
-    try:
+    with Launcher(directory) as launcher:
         yield launcher
-    finally:
-        launcher.close()
 
 
 def tcp(address: Address) -> tuple[str, int]:

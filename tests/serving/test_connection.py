@@ -52,6 +52,7 @@ from ..conftest import (
     ServerFactory,
     connect,
     der_of,
+    logging_to,
     needs_ipv6,
     recv_all,
 )
@@ -959,16 +960,8 @@ def access_lines() -> Iterator[AccessLines]:
     A handler on the logger itself, not caplog on the root: the CLI tests leave that
     logger with ``propagate = False``.
     """
-    logger = logging.getLogger("wsgibridge.access")
-    handler = AccessLines()
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
+    with logging_to("wsgibridge.access", AccessLines()) as handler:
         yield handler
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
 
 
 def bytes_app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:

@@ -303,11 +303,8 @@ def test_a_backlog_client_that_has_not_sent_yet_is_waited_for() -> None:
 @pytest.fixture
 def launch(tmp_path: Path) -> Iterator[Launcher]:
     (tmp_path / "procapp.py").write_text(APP_MODULE)
-    launcher = Launcher(tmp_path)
-    try:
+    with Launcher(tmp_path) as launcher:
         yield launcher
-    finally:
-        launcher.close()
 
 
 def status_of(launch: Launcher, address: Address, path: str) -> tuple[int, str | None]:

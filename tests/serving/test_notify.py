@@ -10,11 +10,9 @@ has a timeout; every socket, process and directory is released.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -26,7 +24,7 @@ from wsgibridge import make_server
 from wsgibridge.serving.notify import Notifier
 
 from ..conftest import serving, simple_app
-from ..test_serving_processes import APP_MODULE, Launcher, needs_proc
+from ..test_serving_processes import APP_MODULE, Launcher, needs_proc, short_directory
 
 needs_abstract = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="the abstract namespace is Linux's"
@@ -72,12 +70,8 @@ class FakeSystemd:
 
 @pytest.fixture
 def short_dir() -> Iterator[Path]:
-    """A directory with a short path (sun_path holds ~107 bytes)."""
-    path = Path(tempfile.mkdtemp(prefix="wbn-", dir="/tmp" if os.path.isdir("/tmp") else None))
-    try:
+    with short_directory("wbn-") as path:
         yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
@@ -97,11 +91,8 @@ def systemd(short_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSy
 @pytest.fixture
 def launch(tmp_path: Path) -> Iterator[Launcher]:
     (tmp_path / "procapp.py").write_text(APP_MODULE)
-    launcher = Launcher(tmp_path)
-    try:
+    with Launcher(tmp_path) as launcher:
         yield launcher
-    finally:
-        launcher.close()
 
 
 def status(message: list[str]) -> str:

@@ -22,7 +22,7 @@ from wsgibridge import Config, make_server
 from wsgibridge._types import Environ, StartResponse
 from wsgibridge.serving.watchdog import MAX_PERIOD, MIN_PERIOD, check_period
 
-from ..conftest import ResponseReader, running_server, simple_app
+from ..conftest import ResponseReader, logging_to, running_server, simple_app
 
 TIMEOUT = 5.0
 DEADLINE = 0.2
@@ -57,16 +57,8 @@ class Records(logging.Handler):
 
 @pytest.fixture
 def records() -> Iterator[Records]:
-    handler = Records()
-    logger = logging.getLogger("wsgibridge.error")
-    logger.addHandler(handler)
-    level = logger.level
-    logger.setLevel(logging.INFO)
-    try:
+    with logging_to("wsgibridge.error", Records()) as handler:
         yield handler
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
 
 
 def wait_for_the_database(gate: threading.Event) -> None:

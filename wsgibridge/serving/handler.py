@@ -220,13 +220,7 @@ class WSGIRequestHandler(ConnectionStream, ExchangeLogging, BaseHTTPRequestHandl
             return
         if self.server.observers:
             self.server.note_request()
-        self.requests_served += 1
-        self.exchange.head = head
-        self.raw_requestline = head.raw_request_line
-        self.command = head.method
-        self.path = head.target
-        self.request_version = head.version
-        self.requestline = f"{head.method} {head.target} {head.version}"
+        self._take_head(head)
         try:
             body = self.open_input(head)
         except HTTPError as exc:
@@ -245,6 +239,16 @@ class WSGIRequestHandler(ConnectionStream, ExchangeLogging, BaseHTTPRequestHandl
                 del watched[ident]
         self._idle_since = time.monotonic()
 
+    def _take_head(self, head: RequestHead) -> None:
+        """The request is this head: counted, and http.server's fields set from it."""
+        self.requests_served += 1
+        self.exchange.head = head
+        self.raw_requestline = head.raw_request_line
+        self.command = head.method
+        self.path = head.target
+        self.request_version = head.version
+        self.requestline = f"{head.method} {head.target} {head.version}"
+
     def answer_health(self, head: RequestHead) -> bool:
         """``GET``/``HEAD`` on ``health_path`` (a query allowed): 200 while serving, 503 once
         the stop is coming, the app not called; False for anything else (the app's).
@@ -258,14 +262,8 @@ class WSGIRequestHandler(ConnectionStream, ExchangeLogging, BaseHTTPRequestHandl
         method = head.method
         if method != "GET" and method != "HEAD":
             return False  # the app's to answer (the server only claims the probe)
-        self.requests_served += 1
+        self._take_head(head)
         exchange = self.exchange
-        exchange.head = head
-        self.raw_requestline = head.raw_request_line
-        self.command = method
-        self.path = target
-        self.request_version = head.version
-        self.requestline = f"{method} {target} {head.version}"
         server = self.server
         status = HTTPStatus.SERVICE_UNAVAILABLE if server.stop_announced else HTTPStatus.OK
         body = HEALTH_BODIES[status.value]
