@@ -122,6 +122,11 @@ def serve(
     (:meth:`~wsgibridge.serving.server.WSGIServer.drain`) for that long before
     the stop; under systemd (``NOTIFY_SOCKET``) the process says ``READY=1``,
     ``STOPPING=1`` and, with ``WatchdogSec=``, ``WATCHDOG=1`` (``notify.py``).
+    With ``certfile``, SIGHUP to one process re-reads the TLS certificate and
+    key (and ``ca_certs``) for the connections that come after
+    (:meth:`~wsgibridge.serving.server.WSGIServer.reload_tls`, called from
+    the reactor's loop); a file that cannot be used is one logged line, and
+    the old certificate serves on.
     """
     config = build_config(config, host, port, options)
     config = enter_directory(config)  # --chdir (the CLI did it before importing the app)
@@ -192,8 +197,17 @@ def serve(
         else:
             log.info("received %s, stopping", name)
 
+    def reload_certificate() -> None:
+        log.info("received SIGHUP: re-reading the TLS certificate (the app is not reloaded)")
+        server.reload_tls()
+
     def on_hangup(signum: int, frame: FrameType | None) -> None:
         # SIGHUP's default action ends the process: `systemctl reload` must not.
+        if config.certfile:
+            # Files read and lines logged by the reactor's loop, not in this frame
+            # (the code it interrupted may hold a lock they need).
+            server.reactor.call_soon(reload_certificate)
+            return
         log.warning(
             "received SIGHUP: one process has no workers to replace; serving on (for a"
             " rolling reload, run under the arbiter: --workers N, --max-requests or --reload)"
