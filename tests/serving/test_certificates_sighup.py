@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from ..test_serving_processes import Launcher, ServerProcess
-from .prefork_helpers import launcher_in, matching, tcp
+from ..test_serving_processes import Launcher, ServerProcess, children_of, needs_proc
+from .prefork_helpers import launcher_in, matching, tcp, wait_until
 from .tls_helpers import Rotation, TLSClient, break_files, make_rotation, served_certificate
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]  # real processes and signals
@@ -76,3 +76,38 @@ def test_sighup_to_one_process_re_reads_the_certificate(
     assert not matching(server, "no workers to replace")  # that is for a server without TLS
     server.send(signal.SIGTERM)
     assert server.wait(5) == 0, server.stderr()
+
+
+@needs_proc
+def test_sighup_to_workers_forks_them_with_the_re_read_certificate(
+    launch: Launcher, rotation: Rotation
+) -> None:
+    server = start(launch, rotation, "--workers", "2")
+    address = tcp(server.serving()[0])
+    wait_until(lambda: len(children_of(server.pid)) == 2, 10, "2 workers", server)
+    with TLSClient(address, rotation.client) as before:
+        assert before.get() == 200
+        assert rotation.which(before.der) == "A"
+
+        rotation.install(rotation.new)
+        server.send(signal.SIGHUP)
+        wait_until(lambda: len(matching(server, "retires (reload)")) == 2, 20, "reload", server)
+        # Its worker retires: still answered (with Connection: close), then closed.
+        assert before.get() == 200
+        assert rotation.which(before.der) == "A"
+    wait_until(lambda: len(matching(server, "retired")) == 2, 10, "2 retired", server)
+    assert len(matching(server, REREAD)) == 1  # in the arbiter, before the forks
+    assert {served_certificate(rotation, address) for _ in range(6)} == {"B"}
+
+    # A broken certificate: logged once; the reload of the workers goes on, and the
+    # new ones serve the certificate loaded before.
+    named, reason = break_files(rotation, "garbage certificate")
+    server.send(signal.SIGHUP)
+    wait_until(lambda: len(matching(server, "retired")) == 4, 20, "second reload", server)
+    [line] = matching(server, FAILED)
+    assert repr(str(named)) in line and reason in line
+    assert {served_certificate(rotation, address) for _ in range(6)} == {"B"}
+    assert "Traceback" not in server.stderr()
+    assert len(children_of(server.pid)) == 2
+    server.send(signal.SIGTERM)
+    assert server.wait(15) == 0, server.stderr()
