@@ -16,7 +16,7 @@ import trustme
 
 from wsgibridge import WSGIServer
 
-from ..conftest import ServerFactory, logging_to, simple_app
+from ..conftest import Records, ServerFactory, logging_to, simple_app
 from .tls_helpers import (
     BREAKAGES,
     Rotation,
@@ -27,18 +27,6 @@ from .tls_helpers import (
     served_certificate,
     write,
 )
-
-
-class Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-    def at(self, level: int) -> list[logging.LogRecord]:
-        return [record for record in self.records if record.levelno >= level]
 
 
 @pytest.fixture

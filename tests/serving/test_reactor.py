@@ -19,7 +19,7 @@ import pytest
 from wsgibridge import make_server
 from wsgibridge.serving.readiness import HAS_EPOLL
 
-from ..conftest import ResponseReader, connect, logging_to, serving, simple_app
+from ..conftest import Records, ResponseReader, connect, logging_to, serving, simple_app
 
 CLOSE_REQUEST = b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
 
@@ -140,7 +140,7 @@ def test_call_soon_runs_in_the_loop_thread_and_survives_a_failing_call(
         ran.append(threading.get_ident())
         done.set()
 
-    with serving(server), logging_to("wsgibridge.server", Errors()) as errors:
+    with serving(server), logging_to("wsgibridge.server", Records(logging.ERROR)) as errors:
         assert server.serving.wait(5)
         server.reactor.call_soon(fail)
         server.reactor.call_soon(record)
@@ -152,12 +152,3 @@ def test_call_soon_runs_in_the_loop_thread_and_survives_a_failing_call(
     assert [r.getMessage() for r in errors.records] == [
         "unexpected error in a call the reactor was handed"
     ]
-
-
-class Errors(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)

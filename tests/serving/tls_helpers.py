@@ -11,14 +11,10 @@ from pathlib import Path
 
 import trustme
 
-from ..conftest import ResponseReader
+from ..conftest import ResponseReader, der_of
 
 TIMEOUT = 5.0
 REQUEST = b"GET / HTTP/1.1\r\nHost: test\r\n\r\n"
-
-
-def der_of(leaf: trustme.LeafCert) -> bytes:
-    return ssl.PEM_cert_to_DER_cert(leaf.cert_chain_pems[0].bytes().decode("ascii"))
 
 
 @dataclass
