@@ -94,6 +94,21 @@ def logging_to(name: str, handler: HandlerT) -> Iterator[HandlerT]:
         logger.setLevel(level)
 
 
+class Records(logging.Handler):
+    """Keeps every record it is given (use with :func:`logging_to`)."""
+
+    def __init__(self, level: int = logging.INFO) -> None:
+        super().__init__(level)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def at(self, level: int) -> list[logging.LogRecord]:
+        """The records at ``level`` or above."""
+        return [record for record in self.records if record.levelno >= level]
+
+
 @contextlib.contextmanager
 def serving(server: WSGIServer) -> Iterator[WSGIServer]:
     """Run ``server`` (made, perhaps instrumented, by the test) in a thread; stop it after."""

@@ -277,8 +277,10 @@ def bad_pem(tmp_path: Path) -> Path:
         ),
         (["--certfile", "BAD"], "cannot load the certificate chain and key from 'BAD'"),
         (["--certfile", "BAD", "--keyfile", "BAD"], "(certfile must be a PEM certificate chain"),
+        # Read by the arbiter before it forks: not once per worker, with tracebacks.
+        (["--workers", "2", "--certfile", "BAD"], "'BAD' holds no valid PEM certificate"),
     ],
-    ids=["missing", "not-pem", "not-pem-with-key"],
+    ids=["missing", "not-pem", "not-pem-with-key", "not-pem-with-workers"],
 )
 def test_tls_file_errors_are_one_line_and_exit_2(
     appdir: Path,

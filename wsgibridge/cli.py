@@ -29,10 +29,10 @@ from .config import Config, config_fields
 from .configfile import Loaded, parse_octal, to_toml
 from .configfile import load as load_settings
 from .errors import ConfigError, ConfigSourceError
+from .serving.certificates import tls_context
 from .serving.process import enter_directory
 from .serving.run import configure_logging, uses_arbiter
 from .serving.run import serve as default_serve
-from .serving.server import tls_context
 
 EXIT_USAGE = 2
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+import threading
 from typing import Any
 
 import pytest
@@ -18,7 +19,7 @@ import pytest
 from wsgibridge import make_server
 from wsgibridge.serving.readiness import HAS_EPOLL
 
-from ..conftest import ResponseReader, connect, serving, simple_app
+from ..conftest import Records, ResponseReader, connect, logging_to, serving, simple_app
 
 CLOSE_REQUEST = b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
 
@@ -119,3 +120,35 @@ def test_out_of_descriptors_pauses_accepting_then_serves_the_client(
     assert failing.failures == 1
     pauses = [r for r in caplog.records if "cannot accept connections" in r.getMessage()]
     assert len(pauses) == 1 and "pausing" in pauses[0].getMessage()
+
+
+def test_call_soon_runs_in_the_loop_thread_and_survives_a_failing_call(
+    use_epoll: bool,
+) -> None:
+    """What a signal handler hands over (``call_soon``) runs in the reactor's thread; a
+    call that raises is logged and the next one still runs, and the server serves on."""
+    server = make_server(
+        simple_app(), "127.0.0.1", 0, read_timeout=5.0, write_timeout=5.0, use_epoll=use_epoll
+    )
+    ran: list[int] = []
+    done = threading.Event()
+
+    def fail() -> None:
+        raise RuntimeError("boom")
+
+    def record() -> None:
+        ran.append(threading.get_ident())
+        done.set()
+
+    with serving(server), logging_to("wsgibridge.server", Records(logging.ERROR)) as errors:
+        assert server.serving.wait(5)
+        server.reactor.call_soon(fail)
+        server.reactor.call_soon(record)
+        assert done.wait(5)
+        assert ran == [server.reactor.loop_thread]
+        with connect(server) as sock:
+            sock.sendall(CLOSE_REQUEST)
+            assert ResponseReader(sock).read_response().status == 200
+    assert [r.getMessage() for r in errors.records] == [
+        "unexpected error in a call the reactor was handed"
+    ]

@@ -214,13 +214,19 @@ def test_missing_file_is_named(pki: PKI, tmp_path: Path, missing: str) -> None:
 def test_invalid_pem_is_a_value_error(pki: PKI, tmp_path: Path) -> None:
     garbage = tmp_path / "garbage.pem"
     garbage.write_text("not a certificate\n")
-    with pytest.raises(ValueError, match=r"garbage\.pem"):
+    with pytest.raises(ValueError, match=r"garbage\.pem' holds no valid PEM certificate"):
         make_ssl_context(str(garbage))
     with pytest.raises(ValueError, match=r"garbage\.pem"):
         make_ssl_context(pki.combined, ca_certs=str(garbage))
+    # OpenSSL says "PEM lib" for a bad certificate and a bad key alike: the message
+    # says which of the two files it was.
+    with pytest.raises(ValueError, match=r"garbage\.pem' holds no valid PEM private key"):
+        make_ssl_context(pki.chain, str(garbage))
+    with pytest.raises(ValueError, match=r"chain\.pem' holds no valid PEM private key"):
+        make_ssl_context(pki.chain)  # no key next to the certificate
     other_key = tmp_path / "other-key.pem"
     pki.client.private_key_pem.write_to_path(str(other_key))
-    with pytest.raises(ValueError, match=r"other-key\.pem"):  # key does not match the cert
+    with pytest.raises(ValueError, match=r"other-key\.pem' does not belong to the certificate"):
         make_ssl_context(pki.chain, str(other_key))
 
 

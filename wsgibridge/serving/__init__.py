@@ -2,7 +2,8 @@
 
 Rule: the protocol is decided in ``wsgibridge.http``; here it meets the
 operating system.  Bind specs (``binds``), listening sockets (``listen``),
-TLS (``tls``), the handler that alone reads and writes a connection
+TLS (``tls``; the server's certificate files, read and re-read:
+``certificates``), the handler that alone reads and writes a connection
 (``handler``, with its socket half ``stream`` and one ``exchange`` per
 request), a connection's life
 outside its handler (``connection``), every poll/epoll object

@@ -22,8 +22,12 @@ is lost), answers what still comes on its open connections with
 SIGHUP (or, with ``--reload``, a changed file of the app) replaces every
 worker that way, one at a time; after the first reload, every worker forked
 imports the app anew from its files (``reloader.fresh_import``), so the new
-code and TLS certificate files are read.  A new worker that fails (the new
-code does not import) ends the reload: the old workers keep serving.
+code is read.  The TLS certificate is re-read once, by the arbiter, as the
+reload begins (the ``on_reload`` callable ``serve`` gives it), and the new
+workers inherit the context; a certificate that cannot be used is logged
+there once and the new workers get the one loaded before - the reload of
+the code goes on.  A new worker that fails (the new code does not import)
+ends the reload: the old workers keep serving.
 SIGTTIN adds a worker, SIGTTOU retires one (never the last).
 
 The app is imported once, in the arbiter, before the first fork, so workers
@@ -126,8 +130,12 @@ class Arbiter:
         sockets: list[socket.socket],
         loader: Callable[[], WSGIApp] | None = None,
         notifier: Notifier | None = None,
+        on_reload: Callable[[], object] | None = None,
     ) -> None:
         self.config = config
+        # Called from the loop when a reload begins, before its first fork
+        # (serve() re-reads the TLS certificate there); it must not raise.
+        self.on_reload = on_reload
         # systemd talks to the arbiter (its main process), never to the workers.
         self.notifier = notifier if notifier is not None else Notifier({})
         self._announced = False  # READY=1 sent
@@ -255,6 +263,11 @@ class Arbiter:
         else:
             how = "with the same app object (give the app as module:app to reload its code)"
         log.info("%s: replacing the workers one at a time, %s", why, how)
+        if self.on_reload is not None:
+            try:
+                self.on_reload()
+            except Exception:  # a reload goes on: the old state serves the new workers
+                log.exception("unexpected error preparing the reload")
 
     def _look_for_changes(self, watcher: Watcher) -> None:
         changed = watcher.poll()
@@ -532,8 +545,9 @@ def serve_prefork(
     sockets: list[socket.socket],
     loader: Callable[[], WSGIApp] | None = None,
     notifier: Notifier | None = None,
+    on_reload: Callable[[], object] | None = None,
 ) -> int:
     """Run an :class:`Arbiter` in the main thread; returns its exit code."""
     if threading.current_thread() is not threading.main_thread():
         raise RuntimeError("workers > 1 needs the main thread (signals and fork)")
-    return Arbiter(config, app, make_server, sockets, loader, notifier).run()
+    return Arbiter(config, app, make_server, sockets, loader, notifier, on_reload).run()

@@ -96,6 +96,8 @@ class Reactor:
         # watchdog ping: a wedged reactor stops sending it).
         self._heartbeat: tuple[float, Callable[[], object]] | None = None
         self._beat_at = float("inf")
+        # What call_soon handed over, run by the loop (append takes no lock).
+        self.calls: collections.deque[Callable[[], object]] = collections.deque()
 
     def attach(
         self, connections: Connections, pool: WorkerPool, watchdog: RequestWatchdog | None = None
@@ -159,6 +161,8 @@ class Reactor:
                         log.exception("unexpected error in the reactor (fd %d)", fd)
                         connections.drop(table.get(fd))
                 self._run_timers()
+                if self.calls:
+                    self._run_calls()
         finally:
             try:
                 self.close_listeners()
@@ -175,6 +179,25 @@ class Reactor:
         """Call ``beat`` now and every ``interval`` seconds from the loop (before ``run``)."""
         self._heartbeat = (interval, beat)
         self._beat_at = 0.0
+
+    def call_soon(self, call: Callable[[], object]) -> None:
+        """Run ``call`` in the loop's thread, next time round: safe from a signal handler.
+
+        For work a signal asks for that must not run in the handler (it reads
+        files, takes locks, logs): the handler only appends and wakes.  A call
+        handed over after the loop ended is never run.
+        """
+        self.calls.append(call)
+        self.waker.wake()
+
+    def _run_calls(self) -> None:
+        calls = self.calls
+        while calls:
+            call = calls.popleft()
+            try:
+                call()
+            except Exception:
+                log.exception("unexpected error in a call the reactor was handed")
 
     # -- deadlines ---------------------------------------------------------------------
 

@@ -10,9 +10,11 @@ Rule: this is the only module that changes the process (signal handlers,
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import socket
+import ssl
 import sys
 import threading
 from collections.abc import Callable
@@ -22,6 +24,7 @@ from typing import Any
 from .._types import WSGIApp
 from ..config import Config
 from .accesssink import open_sink
+from .certificates import reload_context, tls_context
 from .handler import WSGIRequestHandler
 from .listen import close_listener
 from .notify import Notifier
@@ -122,6 +125,12 @@ def serve(
     (:meth:`~wsgibridge.serving.server.WSGIServer.drain`) for that long before
     the stop; under systemd (``NOTIFY_SOCKET``) the process says ``READY=1``,
     ``STOPPING=1`` and, with ``WatchdogSec=``, ``WATCHDOG=1`` (``notify.py``).
+    With ``certfile``, SIGHUP also re-reads the TLS certificate and key (and
+    ``ca_certs``) for the connections that come after: in the one process
+    (:meth:`~wsgibridge.serving.server.WSGIServer.reload_tls`, called from
+    the reactor's loop), or in the arbiter before it forks the new workers.
+    A file that cannot be used is one logged line; the old certificate
+    serves on.
     """
     config = build_config(config, host, port, options)
     config = enter_directory(config)  # --chdir (the CLI did it before importing the app)
@@ -141,14 +150,24 @@ def serve(
             # Checked before a socket is bound: none is left behind.
             raise RuntimeError("workers > 1 needs the main thread (signals and fork)")
 
+        # The TLS context is made here, before the forks, and made anew by the
+        # arbiter as a reload begins: a broken certificate is found (and
+        # logged) once, and every worker forked after gets the last good one.
+        tls = [tls_context(config) if config.certfile else None]
+
         # The app was imported once, here, before the fork: workers share its
         # pages (after a reload, each new worker imports it with the loader).
         # --deadline-action recycle: the worker asks the arbiter for a
         # replacement (workerprocess.Control), as --max-requests does.
         def make_worker(worker_app: WSGIApp, sockets: list[socket.socket]) -> WSGIServer:
-            server = WSGIServer(worker_app, config, handler_class, sockets=sockets)
+            server = WSGIServer(
+                worker_app, config, handler_class, sockets=sockets, ssl_context=tls[0]
+            )
             server.multiprocess = True  # a replacement overlaps the worker it replaces
             return server
+
+        def use_context(context: ssl.SSLContext) -> None:
+            tls[0] = context
 
         listeners = open_listeners(config)
         try:
@@ -158,7 +177,15 @@ def serve(
                 close_listener(listener)
             raise
         try:
-            code = serve_prefork(config, app, make_worker, listeners, loader, Notifier())
+            code = serve_prefork(
+                config,
+                app,
+                make_worker,
+                listeners,
+                loader,
+                Notifier(),
+                functools.partial(reload_context, config, use_context) if config.certfile else None,
+            )
         finally:
             remove_pid_file(config.pid_file)
         if code != 0:
@@ -192,8 +219,17 @@ def serve(
         else:
             log.info("received %s, stopping", name)
 
+    def reload_certificate() -> None:
+        log.info("received SIGHUP: re-reading the TLS certificate (the app is not reloaded)")
+        server.reload_tls()
+
     def on_hangup(signum: int, frame: FrameType | None) -> None:
         # SIGHUP's default action ends the process: `systemctl reload` must not.
+        if config.certfile:
+            # Files read and lines logged by the reactor's loop, not in this frame
+            # (the code it interrupted may hold a lock they need).
+            server.reactor.call_soon(reload_certificate)
+            return
         log.warning(
             "received SIGHUP: one process has no workers to replace; serving on (for a"
             " rolling reload, run under the arbiter: --workers N, --max-requests or --reload)"

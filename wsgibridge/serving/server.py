@@ -38,10 +38,10 @@ from typing import Any
 from .._types import WSGIApp
 from ..accesslog import AccessLogFormat, AccessRecord
 from ..config import Config
-from ..errors import ConfigError
 from ..http.trusted import TrustedProxies
 from .accesssink import flush_all
 from .binds import parse_bind
+from .certificates import reload_context, tls_context
 from .connection import Connections
 from .handler import WSGIRequestHandler
 from .listen import close_listener, listener_address, open_bind, systemd_listeners
@@ -49,7 +49,6 @@ from .pool import WorkerPool
 from .reactor import Reactor
 from .readiness import HAS_EPOLL, ready_source
 from .stream import prepare_listener
-from .tls import make_ssl_context
 from .watchdog import RequestWatchdog
 
 log = logging.getLogger("wsgibridge.server")
@@ -99,7 +98,10 @@ class WSGIServer:
         self.multiprocess = config.workers > 1
         if ssl_context is None and config.certfile:
             ssl_context = tls_context(config)
+        # Read by each new connection as its handshake begins: reload_tls() (or
+        # code of your own) swaps it whole, the connections open keep theirs.
         self.ssl_context = ssl_context
+        self._tls_lock = threading.Lock()  # one reload_tls at a time
         self.url_scheme = config.url_scheme or ("https" if ssl_context else "http")
         self.trusted_proxies = TrustedProxies(config.forwarded_allow_ips)
         self.access_format = AccessLogFormat(config.access_log_format)
@@ -217,6 +219,31 @@ class WSGIServer:
     @property
     def open_connections(self) -> int:
         return len(self.connections)
+
+    def reload_tls(self) -> bool:
+        """Re-read ``certfile``, ``keyfile`` and ``ca_certs``: True once new connections use them.
+
+        A new context is made from the files as they are now and swapped in
+        whole; connections already open keep the one they began with.  A
+        file that cannot be used (missing, unreadable, not PEM, a key that
+        does not match the certificate) is logged as one line on
+        ``wsgibridge.server`` and the context in use is kept: False.  Safe
+        from any thread, never from a signal handler (it reads files and
+        logs); :func:`~wsgibridge.serving.run.serve` calls it on SIGHUP.
+        A server without ``config.certfile`` (plain HTTP, or an
+        ``ssl_context`` of your own: assign a new one to
+        :attr:`ssl_context` instead) raises ``RuntimeError``.
+        """
+        if not self.config.certfile:
+            raise RuntimeError(
+                "reload_tls re-reads config.certfile, and this server has none (a server"
+                " given its own ssl_context takes a new one by assignment)"
+            )
+        with self._tls_lock:
+            return reload_context(self.config, self._use_context)
+
+    def _use_context(self, context: ssl.SSLContext) -> None:
+        self.ssl_context = context
 
     # -- serving ---------------------------------------------------------------------
 
@@ -406,32 +433,6 @@ class WSGIServer:
 
     def __exit__(self, *exc: object) -> None:
         self.server_close()
-
-
-def tls_context(config: Config) -> ssl.SSLContext:
-    """The server's ``SSLContext`` from ``config``'s files; a :class:`ConfigError` says why not."""
-    assert config.certfile, "tls_context needs a certfile"
-    try:
-        return make_ssl_context(
-            config.certfile,
-            config.keyfile,
-            ca_certs=config.ca_certs,
-            require_client_cert=config.require_client_cert,
-        )
-    except OSError as exc:
-        # _check_readable names the setting: "certfile: No such file or directory".
-        what, _, reason = str(exc.strerror).partition(": ")
-        if what in ("certfile", "keyfile", "ca_certs") and reason:
-            raise ConfigError(f"cannot read the {what} {exc.filename!r}: {reason}") from exc
-        raise ConfigError(f"cannot read the TLS files: {exc}") from exc
-    except ValueError as exc:
-        hint = ""
-        if str(exc).startswith("cannot load the certificate"):
-            hint = (
-                " (certfile must be a PEM certificate chain, leaf first, with its private"
-                " key in the same file or in keyfile)"
-            )
-        raise ConfigError(f"{exc}{hint}") from exc
 
 
 def open_listeners(config: Config) -> list[socket.socket]:

@@ -55,6 +55,20 @@ def _no_password(path: str) -> str:
     raise ValueError(f"the private key in {path!r} is encrypted: a password is required")
 
 
+def _why_not_loaded(certfile: str, key_path: str, exc: ssl.SSLError) -> str:
+    """Which file ``load_cert_chain`` failed on, and why: OpenSSL says "PEM lib" for both."""
+    if getattr(exc, "reason", None) == "KEY_VALUES_MISMATCH":
+        return f"the private key in {key_path!r} does not belong to the certificate ({exc})"
+    probe = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        # Certificates only (a private key in the same file is skipped): does
+        # the chain read at all?
+        probe.load_verify_locations(cafile=certfile)
+    except ssl.SSLError:
+        return f"{certfile!r} holds no valid PEM certificate ({exc})"
+    return f"{key_path!r} holds no valid PEM private key ({exc})"
+
+
 def make_ssl_context(
     certfile: str,
     keyfile: str | None = None,
@@ -84,7 +98,14 @@ def make_ssl_context(
     A missing or unreadable file raises ``OSError`` (``FileNotFoundError``,
     ``PermissionError`` …) whose message and ``filename`` name the file; a
     file that is not valid PEM, a key that does not match the certificate
-    or a wrong password raises ``ValueError`` naming the files.
+    or a wrong password raises ``ValueError`` naming the files and saying
+    which of them is at fault.
+
+    Every call builds a new context: to change the certificate of a running
+    server, make a new one and swap it in (see ``certificates.py``), never
+    ``load_cert_chain`` on the live one - OpenSSL installs a new certificate
+    before it reads the key, and on a key that does not match it drops the
+    old key too, leaving a context that fails every handshake.
     """
     if require_client_cert and not ca_certs:
         raise ValueError("require_client_cert needs ca_certs (the CAs to verify clients against)")
@@ -109,7 +130,8 @@ def make_ssl_context(
         )
     except ssl.SSLError as exc:
         files = repr(certfile) if keyfile is None else f"{certfile!r} and {keyfile!r}"
-        raise ValueError(f"cannot load the certificate chain and key from {files}: {exc}") from exc
+        why = _why_not_loaded(certfile, key_path, exc)
+        raise ValueError(f"cannot load the certificate chain and key from {files}: {why}") from exc
     except OSError as exc:  # a race with _check_readable, or an odd platform error
         raise OSError(exc.errno, f"cannot load {certfile!r}: {exc}", certfile) from exc
 
