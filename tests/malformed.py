@@ -75,6 +75,19 @@ CASES: list[Case] = [
     Case("request-line-cr-inside", req(b"GET /a\rb HTTP/1.1\r\n" + H), 400),
     Case("request-line-too-long", req(b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n" + H), 414),
     Case("two-blank-lines-first", b"\r\n\r\nGET / HTTP/1.1\r\n" + H + b"\r\n", 400),
+    # A PROXY protocol header where none is expected (no --proxy-protocol, or an
+    # untrusted peer): never guessed at ("MUST not try to guess whether the
+    # protocol header is present or not"), so no request line.
+    Case(
+        "proxy-v1-unexpected",
+        req(b"PROXY TCP4 203.0.113.7 127.0.0.1 1 80\r\nGET / HTTP/1.1\r\n" + H),
+        400,
+    ),
+    Case(
+        "proxy-v2-unexpected",
+        req(b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x0c" + bytes(12) + b"GET / HTTP/1.1\r\n" + H),
+        400,
+    ),
     # -- header section: syntax -------------------------------------------------------
     Case("bare-lf-header", req(b"GET / HTTP/1.1\r\n" + H + b"X-A: 1\n"), 400),
     Case("bare-lf-end", b"GET / HTTP/1.1\r\n" + H + b"\n", 400),

@@ -230,8 +230,8 @@ class Config:
     proxy_protocol: bool = field(
         default=False,
         metadata=_opt(
-            "Expect a PROXY protocol v1 line first on every connection (HAProxy, AWS NLB)"
-            " from a peer in --forwarded-allow-ips."
+            "Expect a PROXY protocol header (v1 or v2) first on every connection (HAProxy,"
+            " AWS NLB, nginx) from a peer in --forwarded-allow-ips."
         ),
     )
     url_prefix: str = field(

@@ -4,15 +4,16 @@ Every server here is a live wsgibridge on 127.0.0.1 or ::1 (the ``serve``
 fixture); the clients are ``requests``, ``httpx``, raw TCP and raw ``ssl``
 sockets, and one ``python -m wsgibridge`` subprocess.  Certificates are
 throwaway ones from trustme, written to ``tmp_path``.  The unit-level rules
-(``make_ssl_context``, ``handshake``, ``apply_forwarded``, ``parse_proxy_v1``,
-``AccessLogFormat``) are tested in ``serving/test_tls.py``,
-``http/test_forwarded.py`` and ``test_accesslog.py``; this file checks what a
-user of the server relies on when the pieces are put together.
+(``make_ssl_context``, ``handshake``, ``apply_forwarded``, the PROXY protocol
+parsers, ``AccessLogFormat``) are tested in ``serving/test_tls.py``,
+``http/test_forwarded.py``, ``http/test_proxy_protocol.py`` and
+``test_accesslog.py``; this file checks what a user of the server relies on
+when the pieces are put together.
 
 Nothing sleeps to wait for the server: waits are on socket timeouts, events,
 conditions and queues, every one bounded.  Two waits are timed because the server
 has nothing to signal: ``assert_no_answer_yet`` (a 50 ms read that must time out
-while the server waits for the rest of a PROXY line) and the 0.3 s timer that
+while the server waits for the rest of a PROXY header) and the 0.3 s timer that
 releases a held worker in the middle of a stop.
 """
 
@@ -723,9 +724,34 @@ def test_proxy_headers_from_the_ipv6_loopback(
             assert key not in environ, key
 
 
-# -- 3. PROXY protocol v1 ---------------------------------------------------------------------
+# -- 3. PROXY protocol v1 and v2 ---------------------------------------------------------------
 
 PROXY_TCP4 = b"PROXY TCP4 203.0.113.7 127.0.0.1 51234 80\r\n"
+
+V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
+
+
+def proxy_v2(command: int, family: int, block: bytes) -> bytes:
+    """A PROXY v2 header (proxy-protocol.txt §2.2): signature, version 2 and ``command``,
+    ``family``, the block's 16-bit length, the block."""
+    return V2_SIGNATURE + bytes([0x20 | command, family]) + len(block).to_bytes(2, "big") + block
+
+
+def v2_tcp4(source: str, port: int, tlvs: bytes = b"") -> bytes:
+    addresses = socket.inet_pton(socket.AF_INET, source) + socket.inet_pton(
+        socket.AF_INET, "127.0.0.1"
+    )
+    return proxy_v2(0x1, 0x11, addresses + port.to_bytes(2, "big") + b"\x00\x50" + tlvs)
+
+
+def v2_tcp6(source: str, port: int) -> bytes:
+    addresses = socket.inet_pton(socket.AF_INET6, source) + socket.inet_pton(socket.AF_INET6, "::1")
+    return proxy_v2(0x1, 0x21, addresses + port.to_bytes(2, "big") + b"\x01\xbb")
+
+
+V2_TCP4 = v2_tcp4("203.0.113.7", 51234)
+# PP2_TYPE_ALPN "h2", PP2_TYPE_AUTHORITY, PP2_TYPE_NOOP: skipped.
+V2_TLVS = b"\x01\x00\x02h2" + b"\x02\x00\x0bexample.com" + b"\x04\x00\x00"
 
 
 def get(path: str, *extra: bytes) -> bytes:
@@ -780,14 +806,23 @@ def test_proxy_v1_line_names_the_client_for_every_request_on_the_connection(
         (b"PROXY TCP6 2001:DB8:0:0:0:0:0:7 ::1 51234 443\r\n", ("2001:db8::7", "51234")),
         (b"PROXY UNKNOWN\r\n", None),
         (b"PROXY UNKNOWN ffff:f::1 ffff:f::2 65535 65535\r\n", None),
+        pytest.param(v2_tcp6("2001:db8::7", 51234), ("2001:db8::7", "51234"), id="tcp6"),
+        pytest.param(v2_tcp6("::ffff:198.51.100.9", 4), ("::ffff:198.51.100.9", "4"), id="mapped"),
+        pytest.param(proxy_v2(0x0, 0x00, b""), None, id="local"),  # a health check
+        pytest.param(proxy_v2(0x0, 0x11, V2_TCP4[16:]), None, id="local-addresses"),
+        pytest.param(proxy_v2(0x1, 0x00, b""), None, id="unspec"),
+        pytest.param(proxy_v2(0x1, 0x12, V2_TCP4[16:]), None, id="udp4"),
     ],
 )
-def test_proxy_v1_tcp6_and_unknown(
+def test_proxy_tcp6_and_the_real_endpoints(
     serve: ServerFactory, line: bytes, client: tuple[str, str] | None
 ) -> None:
     """proxy-protocol.txt §2.1: TCP6 carries IPv6 addresses (REMOTE_ADDR in canonical form);
     for "UNKNOWN" the receiver "SHOULD accept the connection and use the real connection's
-    parameters as if there were no PROXY protocol header"."""
+    parameters as if there were no PROXY protocol header".  §2.2, v2: TCP over IPv6 the
+    same; LOCAL: "The receiver must accept this connection as valid and must use the real
+    connection endpoints"; other families fall "back to the UNSPEC mode", the real
+    endpoints too."""
     app = Recorder()
     server = serve(app, proxy_protocol=True)
     response, own_port = raw_request(server, line + get("/", b"Connection: close\r\n"))
@@ -826,14 +861,26 @@ def test_proxy_v1_line_split_across_several_sends(serve: ServerFactory) -> None:
         b"PROXY UDP4 203.0.113.7 127.0.0.1 51234 80\r\n",  # not TCP4/TCP6/UNKNOWN
         b"proxy TCP4 203.0.113.7 127.0.0.1 51234 80\r\n",  # lower case
         b"PROXY UNKNOWN " + b"x" * 100 + b"\r\n",  # longer than 107 bytes
+        # v2 (§2.2): version 1 or 3, command 2, family 4, 11 address bytes, a TLV past
+        # the end, 4097 bytes, a broken signature.
+        pytest.param(V2_TCP4[:12] + b"\x11" + V2_TCP4[13:], id="version-1"),
+        pytest.param(V2_TCP4[:12] + b"\x31" + V2_TCP4[13:], id="version-3"),
+        pytest.param(V2_TCP4[:12] + b"\x22" + V2_TCP4[13:], id="command-2"),
+        pytest.param(V2_TCP4[:13] + b"\x41" + V2_TCP4[14:], id="family-4"),
+        pytest.param(proxy_v2(0x1, 0x11, V2_TCP4[16:27]), id="addresses-short"),
+        pytest.param(proxy_v2(0x1, 0x11, V2_TCP4[16:] + b"\x04\x00\x09abc"), id="tlv-overrun"),
+        pytest.param(proxy_v2(0x1, 0x11, V2_TCP4[16:] + b"\x04" * 4069), id="over-4096"),
+        pytest.param(V2_TCP4[:11] + b"X" + V2_TCP4[12:], id="signature"),
     ],
 )
-def test_malformed_proxy_line_is_refused_and_the_connection_closed(
+def test_malformed_proxy_header_is_refused_and_the_next_client_served(
     serve: ServerFactory, line: bytes
 ) -> None:
     """proxy-protocol.txt §2.1: "Any sequence which does not exactly match the protocol must
-    be discarded and cause the receiver to abort the connection"; README: "Every refusal is
-    final: one response with ``Connection: close`` ... the app is never called"."""
+    be discarded and cause the receiver to abort the connection", §2.2: malformed v2 headers
+    "must be rejected as invalid by receivers"; README: "Every refusal is final: one
+    response with ``Connection: close`` ... the app is never called".  The server still
+    answers the next client."""
     app = Recorder()
     server = serve(app, proxy_protocol=True)
     with connect(server) as sock:
@@ -844,6 +891,9 @@ def test_malformed_proxy_line_is_refused_and_the_connection_closed(
     assert response.status == 400
     assert response.header("Connection") == "close"
     assert app.calls == 0
+    served, _ = raw_request(server, V2_TCP4 + get("/next", b"Connection: close\r\n"))
+    assert served.status == 200
+    assert app.last["REMOTE_ADDR"] == "203.0.113.7"
 
 
 def test_missing_proxy_line_from_a_trusted_peer_is_refused(serve: ServerFactory) -> None:
@@ -861,14 +911,19 @@ def test_missing_proxy_line_from_a_trusted_peer_is_refused(serve: ServerFactory)
     assert app.calls == 0
 
 
-def test_proxy_line_only_from_trusted_peers(serve: ServerFactory) -> None:
+@pytest.mark.parametrize("header", [PROXY_TCP4, V2_TCP4], ids=["v1", "v2"])
+@pytest.mark.parametrize("allow", ["", "192.0.2.0/24"], ids=["nobody", "elsewhere"])
+def test_proxy_header_only_from_trusted_peers(
+    serve: ServerFactory, header: bytes, allow: str
+) -> None:
     """proxy-protocol.txt §2: "The receiver SHOULD ensure proper access filtering so that only
     trusted proxies are allowed to use this protocol"; Config ``proxy_protocol``: a PROXY
-    line is expected "from a peer in --forwarded-allow-ips".  With nobody trusted, a PROXY
-    line is a bad request line (400) and a plain request is served with the real peer."""
+    header is expected "from a peer in --forwarded-allow-ips".  With nobody trusted, or
+    only others, a PROXY header of either version is no request (400) and a plain request
+    is served with the real peer."""
     app = Recorder()
-    server = serve(app, proxy_protocol=True, forwarded_allow_ips="")
-    refused, _ = raw_request(server, PROXY_TCP4 + get("/spoofed"))
+    server = serve(app, proxy_protocol=True, forwarded_allow_ips=allow)
+    refused, _ = raw_request(server, header + get("/spoofed"))
     assert refused.status == 400
     assert app.calls == 0
     served, client_port = raw_request(server, get("/plain", b"Connection: close\r\n"))
@@ -922,6 +977,80 @@ def test_tls_port_refuses_a_missing_proxy_line_without_a_handshake(
     with session(certs) as s, pytest.raises(requests.exceptions.ConnectionError):
         s.get(server.url, timeout=TIMEOUT)
     assert app.calls == 0
+
+
+def test_proxy_v2_header_names_the_client_for_every_request_on_the_connection(
+    serve: ServerFactory,
+) -> None:
+    """proxy-protocol.txt §2.2: with the PROXY command "The receiver must then use the
+    information provided in the protocol block"; the header shares one write with the first
+    request, which the handler reads whole (nothing of it was taken with the header), and a
+    second keep-alive request keeps the client."""
+    app = Recorder()
+    probe = Probe()
+    server = serve(app, proxy_protocol=True, handler_class=probe.handler_class)
+    with connect(server) as sock:
+        reader = ResponseReader(sock)
+        sock.sendall(v2_tcp4("203.0.113.7", 51234, V2_TLVS) + get("/one"))
+        first = reader.read_response()
+        sock.sendall(get("/two"))
+        second = reader.read_response()
+    assert (first.status, first.body, second.status) == (200, b"ok /one", 200)
+    assert probe.connections == [("203.0.113.7", 51234)]
+    for environ in app.environs:
+        assert (environ["REMOTE_ADDR"], environ["REMOTE_PORT"]) == ("203.0.113.7", "51234")
+
+
+def test_proxy_v2_header_split_across_several_sends(serve: ServerFactory) -> None:
+    """proxy-protocol.txt §2: "Recommendation is to be tolerant" of partial headers: the
+    header arrives in pieces (in the signature, before the length, in the addresses, in a
+    TLV), then the request; no piece is answered, and the client is the header's."""
+    app = Recorder()
+    server = serve(app, proxy_protocol=True)
+    header = v2_tcp4("203.0.113.7", 51234, V2_TLVS)
+    with connect(server) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for start, end in [(0, 1), (1, 13), (13, 15), (15, 22), (22, 33), (33, len(header))]:
+            sock.sendall(header[start:end])
+            assert_no_answer_yet(sock)
+        sock.sendall(get("/split", b"Connection: close\r\n"))
+        response = ResponseReader(sock).read_response()
+    assert response.status == 200
+    assert (app.last["REMOTE_ADDR"], app.last["REMOTE_PORT"]) == ("203.0.113.7", "51234")
+
+
+@pytest.mark.parametrize("cut", [5, 12, 15, 16, 27])
+def test_proxy_v2_header_cut_short_by_the_peer_closes_cleanly(
+    serve: ServerFactory, cut: int
+) -> None:
+    """proxy-protocol.txt §2.2: "The receiver must also reject incoming connections
+    containing partial protocol headers": the peer half-closes mid-header; the app is never
+    called, no request is answered, and the next client is."""
+    app = Recorder()
+    server = serve(app, proxy_protocol=True)
+    with connect(server) as sock:
+        sock.sendall(V2_TCP4[:cut])
+        sock.shutdown(socket.SHUT_WR)
+        answer = recv_all(sock)
+    assert b"200" not in answer
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 400 ")
+    assert app.calls == 0
+    served, _ = raw_request(server, V2_TCP4 + get("/next", b"Connection: close\r\n"))
+    assert served.status == 200
+
+
+def test_proxy_v2_header_before_the_tls_handshake(serve: ServerFactory, certs: Certs) -> None:
+    """HAProxy's ``server ... ssl send-proxy-v2``: the v2 header in clear text on the TCP
+    stream, then the TLS handshake; the client is the header's."""
+    app = Recorder()
+    server = serve(app, proxy_protocol=True, **tls_options(certs))
+    with tls_connection(server, client_context(certs), handshake=False) as sock:
+        socket.socket.sendall(sock, v2_tcp4("203.0.113.7", 51234, V2_TLVS))
+        sock.do_handshake()
+        sock.sendall(get("/", b"Connection: close\r\n"))
+        response = ResponseReader(sock).read_response()
+    assert response.status == 200
+    assert (app.last["REMOTE_ADDR"], app.last["REMOTE_PORT"]) == ("203.0.113.7", "51234")
 
 
 # -- 4. the access log --------------------------------------------------------------------------

@@ -12,7 +12,7 @@ deadlines).  States of a connection (``Connection.state``), and who moves it::
 
 A connection leaves PARKED only through :meth:`Connections.claim`, under a
 lock, so a readiness event and a deadline can never both act on it.  Before
-HTTP, a new connection is taken through its PROXY line and TLS handshake
+HTTP, a new connection is taken through its PROXY header and TLS handshake
 (:meth:`Connections.serve`), only as far as the bytes that have arrived
 allow.  A connection closed while the client may still be sending lingers:
 half-closed, its input read and dropped for a moment, so that the kernel
@@ -30,7 +30,7 @@ import time
 from typing import Any, Protocol
 
 from ..errors import HTTPError, IncompleteMessage
-from ..http.proxy_protocol import MAX_PROXY_LINE, parse_proxy_v1
+from ..http.proxy_protocol import MAX_PROXY_HEADER, parse_proxy_header, proxy_header_end
 from ..http.response import error_message
 from .handler import ServerContext, WSGIRequestHandler
 from .readiness import EpollSource, QueueSource, ReactorPoller, readable
@@ -75,9 +75,10 @@ class Connection:
         self.fd = sock.fileno()
         self.address = address
         self.accepted_at = time.monotonic()
-        # The PROXY line received so far; None when none is expected (any more).
+        # The PROXY header (v1 line, v2 block) received so far; None when none is
+        # expected (any more).
         self.proxy_line: bytes | None = b"" if expect_proxy_line else None
-        self.proxy_peer: Any = None  # the proxy's own address, once a PROXY line named the client
+        self.proxy_peer: Any = None  # the proxy's own address, once a PROXY header named the client
         self.handler: WSGIRequestHandler | None = None
         self.state = ACTIVE
         self.generation = 0  # bumped on every park, so a stale deadline is ignored
@@ -226,7 +227,7 @@ class Connections:
                 if handler is None:
                     handler = conn.handler = self._open(conn, park=False)
                     if handler is None:
-                        continue  # the PROXY line or TLS handshake wants more bytes
+                        continue  # the PROXY header or TLS handshake wants more bytes
                 handler.handle()
                 if not handler.waiting or handler.requests_served:
                     break  # answered (and closing: the server is stopping), or gone
@@ -238,10 +239,10 @@ class Connections:
         if conn.state != CLOSED:
             self.close(conn)
 
-    # -- before HTTP: the PROXY line and the TLS handshake ---------------------------------
+    # -- before HTTP: the PROXY header and the TLS handshake -------------------------------
 
     def _open(self, conn: Connection, park: bool = True) -> WSGIRequestHandler | None:
-        """Take a new connection through its PROXY line and TLS handshake; then its handler.
+        """Take a new connection through its PROXY header and TLS handshake; then its handler.
 
         Only as far as the bytes that have arrived allow, never blocking on the
         client: without the bytes it needs, the connection is parked (holding
@@ -274,29 +275,31 @@ class Connections:
         return None
 
     def _take_proxy_line(self, conn: Connection) -> bool:
-        """Consume the PROXY protocol v1 line, byte-exact (nothing after it is read).
+        """Consume the PROXY protocol header (a v1 line or a v2 block), byte-exact:
+        nothing after it is read.
 
         True once it is complete: the client is then the address it names.
         """
-        assert conn.proxy_line is not None
+        received = conn.proxy_line
+        assert received is not None
         sock = conn.sock
         try:
-            data = sock.recv(MAX_PROXY_LINE, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            data = sock.recv(
+                MAX_PROXY_HEADER - len(received), socket.MSG_PEEK | socket.MSG_DONTWAIT
+            )
         except (BlockingIOError, InterruptedError):
             return False
         if not data:
-            raise IncompleteMessage("the connection closed before its PROXY line")
-        end = data.find(b"\n")
-        # Everything before the first LF belongs to the line, so it may be taken
-        # even if the line is not complete yet; the request after it is left
-        # in the kernel for the handler (or the TLS layer) to read.
-        line = conn.proxy_line + sock.recv(len(data) if end < 0 else end + 1)
-        if end < 0:
+            raise IncompleteMessage("the connection closed before its PROXY header")
+        # What belongs to the header may be taken even before it is complete;
+        # the request after it is left in the kernel for the handler (or the
+        # TLS layer) to read.
+        taken, complete = proxy_header_end(received + data)
+        line = received + sock.recv(taken - len(received))
+        if not complete or len(line) < taken:
             conn.proxy_line = line
-            if len(line) >= MAX_PROXY_LINE:
-                parse_proxy_v1(line)  # raises: no CRLF within the 107 bytes
             return False
-        header = parse_proxy_v1(line)
+        header = parse_proxy_header(line)
         conn.proxy_line = None
         if header.source is not None and header.source_port is not None:
             # "the receiver ... MUST use the information from the PROXY header
@@ -341,7 +344,7 @@ class Connections:
         self.close(conn)
 
     def _refuse(self, conn: Connection, exc: HTTPError) -> None:
-        """Answer a bad PROXY line with its 4xx (in clear text only) and close."""
+        """Answer a bad PROXY header with its 4xx (in clear text only) and close."""
         if self.host.ssl_context is None:
             handler = self.host.handler_class(conn.sock, conn.address, self.host)
             conn.handler = handler

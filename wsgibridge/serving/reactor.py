@@ -326,7 +326,7 @@ class Reactor:
             # or the listener closed under a worker (the stop).
             return None
         # With --proxy-protocol, a trusted peer (the proxy) must start with a
-        # PROXY line naming the real client; nobody else may.
+        # PROXY header (v1 or v2) naming the real client; nobody else may.
         peer = str(address[0]) if isinstance(address, tuple) else ""
         proxied = self.config.proxy_protocol and peer in self.owner.trusted_proxies
         return Connection(sock, address, proxied)
