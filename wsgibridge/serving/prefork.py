@@ -31,6 +31,16 @@ share its memory pages until they write to them.  Only the main thread of a
 process without other threads may fork safely; ``serve`` checks the first,
 and the arbiter starts no threads (the ``--reload`` watcher is polled from
 its loop).
+
+With ``--metrics-bind`` the arbiter owns the metrics listener (polled from
+its loop too: :class:`~wsgibridge.serving.scrape.MetricsEndpoint`) and
+answers a scrape with the sum over the workers: it asks each worker that
+accepts for its figures over its channel and waits up to ``METRICS_WAIT``
+for the answers (a worker that is late, or retiring, counts with the last
+figures it sent).  The counters of a worker that is gone - retired,
+recycled, crashed - stay in a base the sum starts from, so they never go
+down: a worker's last line before it exits is its final figures (a worker
+that crashed counts with the last figures it sent).
 """
 
 from __future__ import annotations
@@ -44,19 +54,25 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import FrameType
+from typing import Any
 
+from .._mypyc import compiled
 from .._types import WSGIApp
+from .._version import __version__
 from ..config import Config
+from ..metrics import Snapshot, counters_only, empty_snapshot, merge, render
 from .accesssink import flush_all
 from .listen import close_listener, listener_address
 from .notify import Notifier
 from .reloader import POLL_INTERVAL, Watcher, app_modules
+from .scrape import MetricsEndpoint
 from .workerprocess import (
     EXIT_IMPORT_FAILED,
     FILES,
+    METRICS,
     READY,
     RECYCLE,
     RETIRE,
@@ -90,6 +106,8 @@ WORKER_SIGNALS = {
 }
 # Time beyond graceful_timeout a worker gets to exit before it is killed.
 KILL_MARGIN = 5.0
+# How long a scrape waits for the workers' figures.
+METRICS_WAIT = 1.0
 
 
 @dataclass(eq=False)
@@ -108,6 +126,8 @@ class Worker:
     recycle: str = ""  # why it asked to be replaced (not yet done)
     retry_at: float = 0.0  # no new replacement before this time
     pending: bytes = b""  # an incomplete line from the channel
+    figures: dict[str, Any] | None = None  # its last metrics snapshot
+    asked: bool = False  # asked for its figures, no answer yet
 
     @property
     def kept(self) -> bool:
@@ -126,6 +146,7 @@ class Arbiter:
         sockets: list[socket.socket],
         loader: Callable[[], WSGIApp] | None = None,
         notifier: Notifier | None = None,
+        metrics_sockets: Sequence[socket.socket] = (),
     ) -> None:
         self.config = config
         # systemd talks to the arbiter (its main process), never to the workers.
@@ -151,6 +172,12 @@ class Arbiter:
         self.watcher: Watcher | None = None
         if config.reload:
             self.watcher = Watcher(app_modules().values(), config.reload_extra)
+        # --metrics-bind: the listener, and the counters of the workers gone.
+        self.started_at = time.time()
+        self.metrics: MetricsEndpoint | None = None
+        if metrics_sockets:
+            self.metrics = MetricsEndpoint(metrics_sockets, self.metrics_text)
+        self._gone: Snapshot = empty_snapshot()
 
     # -- the arbiter's loop --------------------------------------------------------------
 
@@ -171,6 +198,8 @@ class Arbiter:
             )
             if self.watcher is not None:
                 log.info("reload: watching %d files for changes", len(self.watcher))
+            if self.metrics is not None:
+                log.info("metrics: GET /metrics on %s", ", ".join(self.metrics.addresses))
             self._balance()
             next_poll = time.monotonic() + POLL_INTERVAL
             beat = self.notifier.watchdog_interval
@@ -201,6 +230,8 @@ class Arbiter:
                 self._check_boot_times()
                 self._balance()
         finally:
+            if self.metrics is not None:
+                self.metrics.close()
             self._stop_workers()
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
@@ -263,18 +294,24 @@ class Arbiter:
             self.reload(f"reload: {changed[0]}{more} changed")
 
     def _timeout(self) -> float | None:
-        """How long the loop may sleep: until a worker's boot deadline or a recycle retry."""
+        """How long the loop may sleep: until a worker's boot deadline, a recycle retry or
+        a scrape's deadline."""
         now = time.monotonic()
         booting = (w for w in self.workers.values() if not w.ready and not w.retiring)
         wake = [w.started + READY_TIMEOUT for w in booting]
         wake += [w.retry_at for w in self.workers.values() if w.recycle and w.retry_at > now]
+        if self.metrics is not None and (scrape := self.metrics.timeout()) is not None:
+            wake.append(now + scrape)
         return max(min(wake) - now, 0.0) if wake else None
 
-    def _wait(self, timeout: float | None) -> None:
-        """Sleep until a signal, a message from a worker or ``timeout``; read what came."""
+    def _wait(self, timeout: float | None, scrapes: bool = True) -> None:
+        """Sleep until a signal, a message from a worker, a scrape or ``timeout``; read what
+        came (``scrapes`` False: leave the metrics listener alone)."""
         channels = {w.channel.fileno(): w for w in self.workers.values() if w.channel is not None}
+        metrics = self.metrics if scrapes else None
+        watched = [self._signal_r, *channels, *(metrics.fds() if metrics is not None else ())]
         try:
-            readable, _, _ = select.select([self._signal_r, *channels], [], [], timeout)
+            readable, _, _ = select.select(watched, [], [], timeout)
         except InterruptedError:
             return
         for fd in readable:
@@ -284,8 +321,18 @@ class Arbiter:
                         pass
                 except (BlockingIOError, InterruptedError):
                     pass
-            else:
-                self._read_channel(channels[fd])
+            elif fd in channels:
+                channel = channels[fd].channel
+                # (A scrape before it may have read it, and closed it at EOF.)
+                if channel is not None and channel.fileno() == fd:
+                    self._read_channel(channels[fd])
+            elif metrics is not None:
+                try:
+                    metrics.ready(fd)  # a scrape: collect_figures() waits for the workers
+                except Exception:
+                    log.exception("unexpected error serving the metrics")
+        if metrics is not None:
+            metrics.expire()
 
     def _read_channel(self, worker: Worker) -> None:
         assert worker.channel is not None
@@ -298,11 +345,14 @@ class Arbiter:
         if not data:  # the worker is exiting; SIGCHLD follows
             worker.channel.close()
             worker.channel = None
+            worker.asked = False
             return
         *lines, worker.pending = (worker.pending + data).split(b"\n")
         for line in lines:
             kind, _, text = line.decode("utf-8", "surrogateescape").partition(" ")
-            if kind == READY:
+            if kind == METRICS:
+                self._take_figures(worker, text)
+            elif kind == READY:
                 self._ready(worker)
             elif kind == RECYCLE and not worker.retiring:
                 worker.recycle = text or "asked to be replaced"
@@ -311,6 +361,64 @@ class Arbiter:
                     self.watcher.add(str(path) for path in json.loads(text))
                 except ValueError:
                     pass
+
+    # -- metrics ------------------------------------------------------------------------
+
+    def _take_figures(self, worker: Worker, text: str) -> None:
+        worker.asked = False
+        try:
+            figures = json.loads(text)
+            merge([figures])  # of a shape that sums (else the last good figures stay)
+        except ValueError:
+            log.warning("worker %d sent figures that do not add up; ignored", worker.pid)
+            return
+        worker.figures = figures
+
+    def _last_words(self, worker: Worker) -> None:
+        """An exited worker's last figures (read before its channel closes) join the base."""
+        channel = worker.channel
+        if channel is not None:  # (else its EOF was read: its last line with it)
+            data = worker.pending
+            try:
+                while chunk := channel.recv(65536):
+                    data += chunk
+            except OSError:
+                pass  # nothing more (BlockingIOError), or reset
+            for line in data.split(b"\n"):
+                kind, _, text = line.decode("utf-8", "surrogateescape").partition(" ")
+                if kind == METRICS:
+                    self._take_figures(worker, text)
+        if worker.figures is not None:
+            self._gone = merge([self._gone, counters_only(worker.figures)])
+            worker.figures = None
+
+    def collect_figures(self) -> Snapshot:
+        """The sum of every worker's figures (asked for now) and those of the workers gone."""
+        asked = [
+            w for w in self.workers.values() if w.ready and not w.retiring and w.channel is not None
+        ]
+        for worker in asked:
+            assert worker.channel is not None
+            worker.asked = send_line(worker.channel, METRICS)
+        deadline = time.monotonic() + METRICS_WAIT
+        while any(w.asked for w in asked):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                late = [w.pid for w in asked if w.asked]
+                log.warning("metrics: no figures from worker(s) %s within %gs", late, METRICS_WAIT)
+                break
+            self._wait(left, scrapes=False)
+        figures = [w.figures for w in self.workers.values() if w.figures is not None]
+        return merge([self._gone, *figures])
+
+    def metrics_text(self) -> str:
+        """What ``GET /metrics`` answers: the figures summed over the workers."""
+        return render(
+            self.collect_figures(),
+            version=__version__,
+            build="compiled" if compiled else "pure",
+            start_time=self.started_at,
+        )
 
     def _ready(self, worker: Worker) -> None:
         worker.ready = True
@@ -386,6 +494,7 @@ class Arbiter:
             worker = self.workers.pop(pid, None)
             if worker is None:
                 continue
+            self._last_words(worker)
             if worker.channel is not None:
                 worker.channel.close()
             if self._stopping:
@@ -491,6 +600,8 @@ class Arbiter:
             ours.close()
             os.close(self._signal_r)
             os.close(self._signal_w)
+            if self.metrics is not None:
+                self.metrics.close()  # the arbiter's (a socket file stays: not ours here)
             for other in self.workers.values():
                 if other.channel is not None:
                     other.channel.close()  # its EOF must tell only the arbiter's death
@@ -532,8 +643,9 @@ def serve_prefork(
     sockets: list[socket.socket],
     loader: Callable[[], WSGIApp] | None = None,
     notifier: Notifier | None = None,
+    metrics_sockets: Sequence[socket.socket] = (),
 ) -> int:
     """Run an :class:`Arbiter` in the main thread; returns its exit code."""
     if threading.current_thread() is not threading.main_thread():
         raise RuntimeError("workers > 1 needs the main thread (signals and fork)")
-    return Arbiter(config, app, make_server, sockets, loader, notifier).run()
+    return Arbiter(config, app, make_server, sockets, loader, notifier, metrics_sockets).run()
