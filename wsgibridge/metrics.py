@@ -243,7 +243,7 @@ def render(snapshot: Mapping[str, Any], *, version: str, build: str, start_time:
     text.family(
         "wsgibridge_requests_total",
         "counter",
-        "Requests answered (as the access log counts them), by method and status class.",
+        "Requests answered (or cut off by the stop), by method and status class.",
     )
     for method, by_class in sorted(counters["requests"].items()):
         for status_class, count in sorted(by_class.items()):
