@@ -407,3 +407,49 @@ def test_a_metrics_address_in_use_leaves_no_listener_open() -> None:
         with pytest.raises(OSError, match="in use"):
             make_server(simple_app(), port=0, metrics_bind=(f"127.0.0.1:{port}",))
         assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_a_head_request_for_another_path_gets_a_404_without_content(metered: WSGIServer) -> None:
+    with socket.create_connection(metrics_address(metered), timeout=5) as sock:
+        sock.sendall(b"HEAD /nothing HTTP/1.1\r\nHost: t\r\n\r\n")
+        data = read_to_eof(sock)
+    head, _, content = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 404 ")
+    assert b"Content-Length: " in head and content == b""
+
+
+def read_to_eof(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+@pytest.mark.skipif(not hasattr(os, "dup"), reason="needs os.dup")
+def test_a_scraper_on_a_descriptor_past_1024_is_answered(metered: WSGIServer) -> None:
+    """The metrics thread waits with poll(): select() cannot watch a descriptor past
+    FD_SETSIZE, which a server with many connections hands a new scraper."""
+    resource = pytest.importorskip("resource")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 1200
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        if hard != resource.RLIM_INFINITY and hard < wanted:
+            pytest.skip(f"the descriptor limit is {hard}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    filler: list[int] = []
+    try:
+        with open(os.devnull, "rb") as null:
+            while len(filler) < 1100:
+                filler.append(os.dup(null.fileno()))
+        # The server's side of the next scrape gets the lowest free descriptor: past
+        # 1024.  The request comes a moment after the connection, so the thread has to
+        # wait on that descriptor for it.
+        with socket.create_connection(metrics_address(metered), timeout=5) as sock:
+            time.sleep(0.2)
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert read_to_eof(sock).startswith(b"HTTP/1.1 200 ")
+        assert requests_total(scrape(metered)) == 0  # and the thread is still there
+    finally:
+        for fd in filler:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -23,6 +23,7 @@ are closed at once.
 from __future__ import annotations
 
 import logging
+import math
 import select
 import socket
 import threading
@@ -165,15 +166,20 @@ class MetricsEndpoint:
         self._finish(scrape, self._answer(head.method, head.target))
 
     def _answer(self, method: str, target: str) -> bytes:
+        # RFC 9110 §9.3.2: "The server SHOULD send the same header fields in
+        # response to a HEAD request as it would have sent if the request method
+        # had been GET" - and no content.
+        bare = method == "HEAD"
         if method not in ("GET", "HEAD"):
-            return self._error(405, "the metrics are read with GET", [("Allow", "GET, HEAD")])
+            allow = [("Allow", "GET, HEAD")]
+            return self._error(405, "the metrics are read with GET", allow)
         if target.partition("?")[0] != METRICS_PATH:
-            return self._error(404, f"the metrics are at {METRICS_PATH}")
+            return self._error(404, f"the metrics are at {METRICS_PATH}", head_only=bare)
         try:
             body = self.render().encode("utf-8")
         except Exception:
             log.exception("cannot render the metrics")
-            return self._error(500)
+            return self._error(500, head_only=bare)
         headers = [
             ("Content-Type", CONTENT_TYPE),
             ("Content-Length", str(len(body))),
@@ -182,14 +188,19 @@ class MetricsEndpoint:
             ("Date", http_date()),
         ]
         head = encode_head("HTTP/1.1", 200, "OK", headers)
-        return head if method == "HEAD" else head + body
+        return head if bare else head + body
 
     @staticmethod
     def _error(
-        code: int, message: str | None = None, extra: Iterable[tuple[str, str]] = ()
+        code: int,
+        message: str | None = None,
+        extra: Iterable[tuple[str, str]] = (),
+        *,
+        head_only: bool = False,
     ) -> bytes:
         headers, body = error_response(code, message, extra)
-        return encode_head("HTTP/1.1", code, HTTPStatus(code).phrase, headers) + body
+        head = encode_head("HTTP/1.1", code, HTTPStatus(code).phrase, headers)
+        return head if head_only else head + body
 
     def _finish(self, scrape: _Scrape, response: bytes) -> None:
         """Send the whole answer (bounded: ``SEND_TIMEOUT``) and close."""
@@ -208,6 +219,21 @@ class MetricsEndpoint:
             scrape.sock.close()
         except OSError:
             pass
+
+
+def wait_readable(fds: list[int], timeout: float | None) -> list[int]:
+    """Those of ``fds`` that are readable (or closed by the peer) within ``timeout`` seconds.
+
+    ``poll``, not ``select``: in a server with thousands of connections a
+    scraper's socket may well be past ``select``'s FD_SETSIZE (1024).
+    """
+    if not hasattr(select, "poll"):
+        return select.select(fds, [], [], timeout)[0]
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, select.POLLIN)
+    millis = None if timeout is None else max(math.ceil(timeout * 1000), 0)
+    return [fd for fd, _ in poller.poll(millis)]
 
 
 class MetricsThread:
@@ -231,9 +257,7 @@ class MetricsThread:
         wake_fd = self._waker.fileno()
         while not self._stopped:
             try:
-                readable, _, _ = select.select(
-                    [wake_fd, *endpoint.fds()], [], [], endpoint.timeout()
-                )
+                readable = wait_readable([wake_fd, *endpoint.fds()], endpoint.timeout())
             except (OSError, ValueError):
                 break  # closed under us: stopping
             for fd in readable:
