@@ -314,6 +314,7 @@ class Arbiter:
             readable, _, _ = select.select(watched, [], [], timeout)
         except InterruptedError:
             return
+        scrapes_ready = []
         for fd in readable:
             if fd == self._signal_r:
                 try:
@@ -326,12 +327,13 @@ class Arbiter:
                 # (A scrape before it may have read it, and closed it at EOF.)
                 if channel is not None and channel.fileno() == fd:
                     self._read_channel(channels[fd])
-            elif metrics is not None:
-                try:
-                    metrics.ready(fd)  # a scrape: collect_figures() waits for the workers
-                except Exception:
-                    log.exception("unexpected error serving the metrics")
+            else:
+                scrapes_ready.append(fd)
         if metrics is not None:
+            try:
+                metrics.ready(scrapes_ready)  # a scrape: collect_figures() asks the workers
+            except Exception:
+                log.exception("unexpected error serving the metrics")
             metrics.expire()
 
     def _read_channel(self, worker: Worker) -> None:

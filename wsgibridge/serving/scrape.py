@@ -3,7 +3,7 @@
 Rule: :class:`MetricsEndpoint` owns the ``metrics_bind`` listening sockets
 and the scrapes in progress, and never blocks on a client: whoever runs it
 polls :meth:`~MetricsEndpoint.fds` and calls :meth:`~MetricsEndpoint.ready`
-for each readable one and :meth:`~MetricsEndpoint.expire` when
+with the readable ones and :meth:`~MetricsEndpoint.expire` when
 :meth:`~MetricsEndpoint.timeout` says.  An embedded server runs it in a
 thread of its own (:class:`MetricsThread`); the ``--workers`` arbiter, which
 must start no thread (it forks), polls it in its own loop.
@@ -100,15 +100,20 @@ class MetricsEndpoint:
         soonest = min(scrape.deadline for scrape in self._scrapes.values())
         return max(soonest - time.monotonic(), 0.0)
 
-    def ready(self, fd: int) -> None:
-        """``fd`` (one of :meth:`fds`) is readable: accept, or read and perhaps answer."""
-        listener = self.listeners.get(fd)
-        if listener is not None:
-            self._accept(listener)
-            return
-        scrape = self._scrapes.get(fd)
-        if scrape is not None:
-            self._read(scrape)
+    def ready(self, readable: Iterable[int]) -> None:
+        """These of :meth:`fds` are readable: read (perhaps answer) the scrapes, then accept.
+
+        In that order, so that a scraper who left makes room for a new one.
+        """
+        fds = list(readable)
+        for fd in fds:
+            scrape = self._scrapes.get(fd)
+            if scrape is not None:
+                self._read(scrape)
+        for fd in fds:
+            listener = self.listeners.get(fd)
+            if listener is not None:
+                self._accept(listener)
 
     def expire(self) -> None:
         """Close the scrapes whose client did not send a whole request in time."""
@@ -260,14 +265,13 @@ class MetricsThread:
                 readable = wait_readable([wake_fd, *endpoint.fds()], endpoint.timeout())
             except (OSError, ValueError):
                 break  # closed under us: stopping
-            for fd in readable:
-                if fd == wake_fd:
-                    self._waker.drain()
-                elif not self._stopped:
-                    try:
-                        endpoint.ready(fd)
-                    except Exception:
-                        log.exception("unexpected error serving the metrics")
+            if wake_fd in readable:
+                self._waker.drain()
+            if not self._stopped:
+                try:
+                    endpoint.ready(readable)
+                except Exception:
+                    log.exception("unexpected error serving the metrics")
             endpoint.expire()
 
     def stop(self, timeout: float = 5.0) -> None:
