@@ -14,6 +14,7 @@ from wsgibridge.metrics import (
     DURATION_BUCKETS,
     SIZE_BUCKETS,
     Recorder,
+    Totals,
     counters_only,
     empty_snapshot,
     escape_label,
@@ -211,3 +212,30 @@ def test_the_text_ends_with_a_line_feed_and_has_one_help_and_type_per_family() -
     types = [line.split()[2] for line in lines if line.startswith("# TYPE")]
     assert helps == types and len(set(helps)) == len(helps)
     assert all(name.startswith("wsgibridge_") for name in helps)
+
+
+def test_totals_sum_the_last_snapshot_of_each_source_and_keep_the_counters_of_those_gone() -> None:
+    """The arbiter's sum: a source's newer snapshot replaces its older one; one that ends
+    leaves its counters (not its gauges), so the sum never goes down."""
+    totals = Totals()
+    recorder = Recorder()
+    recorder.request("GET", 200, 0.01, 1, 0)
+    first = merge([recorder.snapshot()])
+    first["gauges"]["in_flight"] = 2
+    totals.update(101, first)
+    totals.update(102, first)
+    assert totals.total()["counters"]["requests"] == {"GET": {"2xx": 2}}
+    recorder.request("GET", 200, 0.01, 1, 0)
+    totals.update(101, merge([recorder.snapshot()]))  # replaces 101's first snapshot
+    assert totals.total()["counters"]["requests"] == {"GET": {"2xx": 3}}
+    totals.end(102)
+    assert totals.total()["counters"]["requests"] == {"GET": {"2xx": 3}}
+    assert totals.total()["gauges"]["in_flight"] == 0  # 101's newer one has none
+    totals.end(102)  # twice, or a source never heard from: nothing changes
+    totals.end(999)
+    assert totals.total()["counters"]["requests"] == {"GET": {"2xx": 3}}
+    with pytest.raises(ValueError):
+        totals.update(101, {"counters": {"sent_bytes": [1]}})
+    with pytest.raises(ValueError):
+        totals.update(101, ["not", "a", "snapshot"])
+    assert totals.total()["counters"]["requests"] == {"GET": {"2xx": 3}}  # the last good one

@@ -31,6 +31,7 @@ __all__ = [
     "SIZE_BUCKETS",
     "Recorder",
     "Snapshot",
+    "Totals",
     "counters_only",
     "empty_snapshot",
     "escape_label",
@@ -177,6 +178,34 @@ def _is_number(value: Any) -> bool:
 def counters_only(snapshot: Mapping[str, Any]) -> Snapshot:
     """``snapshot`` without its gauges (what stays of a process that is gone)."""
     return {"counters": dict(snapshot.get("counters", {})), "gauges": {}}
+
+
+class Totals:
+    """The sum over sources (worker processes) of the last snapshot each sent.
+
+    A source that ends leaves its counters in the sum (not its gauges), so
+    the counters never go down while sources come and go.
+    """
+
+    def __init__(self) -> None:
+        self._latest: dict[int, Snapshot] = {}
+        self._ended: Snapshot = empty_snapshot()
+
+    def update(self, source: int, snapshot: Any) -> None:
+        """``source``'s figures now; ``ValueError`` (and the last ones kept) if they do not sum."""
+        if not isinstance(snapshot, dict):
+            raise ValueError(f"a snapshot is a dict, not {snapshot!r}")
+        merge([snapshot])
+        self._latest[source] = snapshot
+
+    def end(self, source: int) -> None:
+        """``source`` is gone: its last counters join the sum for good."""
+        snapshot = self._latest.pop(source, None)
+        if snapshot is not None:
+            self._ended = merge([self._ended, counters_only(snapshot)])
+
+    def total(self) -> Snapshot:
+        return merge([self._ended, *self._latest.values()])
 
 
 # -- the text format -------------------------------------------------------------------

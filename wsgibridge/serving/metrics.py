@@ -16,9 +16,11 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
-from ..metrics import CONNECTION_STATES, Recorder, Snapshot, merge
+from .._mypyc import compiled
+from .._version import __version__
+from ..metrics import CONNECTION_STATES, Recorder, Snapshot, merge, render
 
-__all__ = ["Pool", "ServerMetrics", "Watched", "gauges"]
+__all__ = ["Pool", "ServerMetrics", "Watched", "exposition", "gauges"]
 
 
 class Pool(Protocol):
@@ -105,3 +107,9 @@ def gauges(connections: Iterable[Watched], pool: Pool) -> dict[str, Any]:
         "threads_busy": pool.busy,
         "threads": pool.size,
     }
+
+
+def exposition(snapshot: Snapshot, start_time: float) -> str:
+    """``snapshot`` as ``GET /metrics`` answers it: with this version and build."""
+    build = "compiled" if compiled else "pure"
+    return render(snapshot, version=__version__, build=build, start_time=start_time)

@@ -32,15 +32,11 @@ process without other threads may fork safely; ``serve`` checks the first,
 and the arbiter starts no threads (the ``--reload`` watcher is polled from
 its loop).
 
-With ``--metrics-bind`` the arbiter owns the metrics listener (polled from
-its loop too: :class:`~wsgibridge.serving.scrape.MetricsEndpoint`) and
-answers a scrape with the sum over the workers: it asks each worker that
-accepts for its figures over its channel and waits up to ``METRICS_WAIT``
-for the answers (a worker that is late, or retiring, counts with the last
-figures it sent).  The counters of a worker that is gone - retired,
-recycled, crashed - stay in a base the sum starts from, so they never go
-down: a worker's last line before it exits is its final figures (a worker
-that crashed counts with the last figures it sent).
+With ``--metrics-bind`` the arbiter polls the metrics listener in its loop
+too and answers a scrape with the sum of the workers' figures, asked for
+over their channels (up to ``METRICS_WAIT``; a late or retiring worker counts
+with the last figures it sent, an exited one with its final ones: counters
+never go down as workers come and go).
 """
 
 from __future__ import annotations
@@ -57,15 +53,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
 
-from .._mypyc import compiled
 from .._types import WSGIApp
-from .._version import __version__
 from ..config import Config
-from ..metrics import Snapshot, counters_only, empty_snapshot, merge, render
+from ..metrics import Snapshot, Totals
 from .accesssink import flush_all
 from .listen import close_listener, listener_address
+from .metrics import exposition
 from .notify import Notifier
 from .reloader import POLL_INTERVAL, Watcher, app_modules
 from .scrape import MetricsEndpoint
@@ -126,8 +120,7 @@ class Worker:
     recycle: str = ""  # why it asked to be replaced (not yet done)
     retry_at: float = 0.0  # no new replacement before this time
     pending: bytes = b""  # an incomplete line from the channel
-    figures: dict[str, Any] | None = None  # its last metrics snapshot
-    asked: bool = False  # asked for its figures, no answer yet
+    asked: bool = False  # asked for its metrics figures, no answer yet
 
     @property
     def kept(self) -> bool:
@@ -172,12 +165,12 @@ class Arbiter:
         self.watcher: Watcher | None = None
         if config.reload:
             self.watcher = Watcher(app_modules().values(), config.reload_extra)
-        # --metrics-bind: the listener, and the counters of the workers gone.
+        # --metrics-bind: the listener, and the workers' last figures by pid.
         self.started_at = time.time()
         self.metrics: MetricsEndpoint | None = None
         if metrics_sockets:
             self.metrics = MetricsEndpoint(metrics_sockets, self.metrics_text)
-        self._gone: Snapshot = empty_snapshot()
+        self.figures = Totals()
 
     # -- the arbiter's loop --------------------------------------------------------------
 
@@ -369,39 +362,28 @@ class Arbiter:
     def _take_figures(self, worker: Worker, text: str) -> None:
         worker.asked = False
         try:
-            figures = json.loads(text)
-            merge([figures])  # of a shape that sums (else the last good figures stay)
-        except ValueError:
-            log.warning("worker %d sent figures that do not add up; ignored", worker.pid)
-            return
-        worker.figures = figures
+            self.figures.update(worker.pid, json.loads(text))
+        except ValueError:  # (its last good figures stay)
+            log.warning("worker %d sent figures that do not add up", worker.pid)
 
     def _last_words(self, worker: Worker) -> None:
-        """An exited worker's last figures (read before its channel closes) join the base."""
-        channel = worker.channel
-        if channel is not None:  # (else its EOF was read: its last line with it)
-            data = worker.pending
-            try:
-                while chunk := channel.recv(65536):
-                    data += chunk
-            except OSError:
-                pass  # nothing more (BlockingIOError), or reset
-            for line in data.split(b"\n"):
-                kind, _, text = line.decode("utf-8", "surrogateescape").partition(" ")
-                if kind == METRICS:
-                    self._take_figures(worker, text)
-        if worker.figures is not None:
-            self._gone = merge([self._gone, counters_only(worker.figures)])
-            worker.figures = None
+        """An exited worker's final figures (its last line, perhaps unread) join the sum."""
+        data = worker.pending
+        try:
+            while worker.channel is not None and (chunk := worker.channel.recv(65536)):
+                data += chunk
+        except OSError:
+            pass  # nothing more (BlockingIOError), or reset
+        for line in data.decode("utf-8", "surrogateescape").split("\n"):
+            if line.startswith(f"{METRICS} "):
+                self._take_figures(worker, line[len(METRICS) + 1 :])
+        self.figures.end(worker.pid)
 
     def collect_figures(self) -> Snapshot:
         """The sum of every worker's figures (asked for now) and those of the workers gone."""
-        asked = [
-            w for w in self.workers.values() if w.ready and not w.retiring and w.channel is not None
-        ]
+        asked = [w for w in self.workers.values() if w.ready and not w.retiring and w.channel]
         for worker in asked:
-            assert worker.channel is not None
-            worker.asked = send_line(worker.channel, METRICS)
+            worker.asked = worker.channel is not None and send_line(worker.channel, METRICS)
         deadline = time.monotonic() + METRICS_WAIT
         while any(w.asked for w in asked):
             left = deadline - time.monotonic()
@@ -410,17 +392,11 @@ class Arbiter:
                 log.warning("metrics: no figures from worker(s) %s within %gs", late, METRICS_WAIT)
                 break
             self._wait(left, scrapes=False)
-        figures = [w.figures for w in self.workers.values() if w.figures is not None]
-        return merge([self._gone, *figures])
+        return self.figures.total()
 
     def metrics_text(self) -> str:
         """What ``GET /metrics`` answers: the figures summed over the workers."""
-        return render(
-            self.collect_figures(),
-            version=__version__,
-            build="compiled" if compiled else "pure",
-            start_time=self.started_at,
-        )
+        return exposition(self.collect_figures(), self.started_at)
 
     def _ready(self, worker: Worker) -> None:
         worker.ready = True

@@ -35,20 +35,17 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .._mypyc import compiled
 from .._types import WSGIApp
-from .._version import __version__
 from ..accesslog import AccessLogFormat, AccessRecord
 from ..config import Config
 from ..errors import ConfigError
 from ..http.trusted import TrustedProxies
-from ..metrics import render
 from .accesssink import flush_all
 from .binds import parse_bind
 from .connection import Connections
 from .handler import WSGIRequestHandler
 from .listen import close_listener, listener_address, open_bind, systemd_listeners
-from .metrics import ServerMetrics
+from .metrics import ServerMetrics, exposition
 from .pool import WorkerPool
 from .reactor import Reactor
 from .readiness import HAS_EPOLL, ready_source
@@ -254,12 +251,7 @@ class WSGIServer:
 
     def metrics_text(self) -> str:
         """The figures now in the Prometheus text format (what ``GET /metrics`` answers)."""
-        return render(
-            self.metrics_snapshot(),
-            version=__version__,
-            build="compiled" if compiled else "pure",
-            start_time=self.started_at,
-        )
+        return exposition(self.metrics_snapshot(), self.started_at)
 
     def _deadline_passed(self) -> None:
         if self.on_deadline is not None:
