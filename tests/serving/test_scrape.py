@@ -190,6 +190,19 @@ def test_a_body_over_the_limit_is_refused_with_413_and_counted() -> None:
         assert refused(scrape(server), "413") == 1
 
 
+def test_a_chunked_body_over_the_limit_is_refused_mid_stream_and_counted() -> None:
+    server = make_server(reading_app, port=0, metrics_bind=("127.0.0.1:0",), max_body_size=10)
+    with serving(server):
+        chunked = (
+            b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n"
+            b"Connection: close\r\n\r\n14\r\n" + b"z" * 20 + b"\r\n0\r\n\r\n"
+        )
+        assert exchange(server, chunked).startswith(b"HTTP/1.1 413 ")
+        families = scrape(server)
+        assert refused(families, "413") == 1
+        assert requests_total(families, method="POST", status_class="4xx") == 1
+
+
 def test_a_head_not_complete_in_time_is_refused_with_408_and_counted() -> None:
     server = make_server(simple_app(), port=0, metrics_bind=("127.0.0.1:0",), header_timeout=0.3)
     with serving(server), socket.create_connection((server.host, server.port), 5) as sock:

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from ..accesslog import AccessLogFormat, AccessRecord, default_line, escape_log
 from ..config import Config
+from ..errors import HTTPError
 from ..http.body import InputStream
 from ..http.parser import RequestHead
 from ..http.response import ResponseWriter
@@ -183,6 +184,9 @@ class ExchangeLogging:
                 exchange.body_bytes,
                 body.received if body is not None else 0,
             )
+            if body is not None and isinstance(body.failed, HTTPError):
+                # Refused mid-body, while the app read it (chunked past the limit …).
+                metrics.refused(str(body.failed.status.value))
         observers = server.observers
         sink = None
         logging_on = False
