@@ -85,6 +85,27 @@ def test_command_line_over_environment_over_file(appdir: Path) -> None:
     assert (config.threads, config.backlog, config.workers) == (4, 20, 3)
 
 
+def test_metrics_bind_from_the_command_line_the_file_and_the_environment(appdir: Path) -> None:
+    """--metrics-bind is repeatable, as --bind is; the file and WSGIBRIDGE_METRICS_BIND
+    give it too, in the same precedence as every setting."""
+    flags = ["--metrics-bind", "127.0.0.1:9100", "--metrics-bind", "unix:/tmp/m.sock"]
+    assert served([*flags, "cfg_target_app:app"]).metrics_bind == (
+        "127.0.0.1:9100",
+        "unix:/tmp/m.sock",
+    )
+    path = write(appdir / "metrics.toml", 'metrics-bind = "[::1]:9100"\n')
+    assert served(["--config", path, "cfg_target_app:app"]).metrics_bind == ("[::1]:9100",)
+    environ = {"WSGIBRIDGE_METRICS_BIND": "127.0.0.1:9101, unix:/tmp/n.sock"}
+    from_env = served(["--config", path, "cfg_target_app:app"], environ)
+    assert from_env.metrics_bind == ("127.0.0.1:9101", "unix:/tmp/n.sock")
+    assert served(["cfg_target_app:app"]).metrics_bind == ()  # off by default
+
+
+def test_a_bad_metrics_bind_is_one_line(appdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    line = run_err(capsys, ["--metrics-bind", "localhost", "cfg_target_app:app"])
+    assert "invalid bind address 'localhost': missing port (write HOST:PORT)" in line
+
+
 def test_the_environment_alone(appdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without ``environ=``, main reads the process's environment."""
     monkeypatch.setenv("WSGIBRIDGE_PORT", "0")

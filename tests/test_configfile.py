@@ -199,6 +199,10 @@ def test_a_key_given_twice_is_refused() -> None:
             'bind = ["localhost"]',
             f"{PATH}: key 'bind': invalid bind address 'localhost': missing port (write HOST:PORT)",
         ),
+        (
+            'metrics_bind = ["127.0.0.1"]',
+            f"{PATH}: key 'metrics_bind': invalid bind address '127.0.0.1': missing port",
+        ),
         ('keyfile = "key.pem"', f"{PATH}: key 'keyfile': keyfile needs certfile"),
         (
             'certfile = "c.pem"\nrequire-client-cert = true',

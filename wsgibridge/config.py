@@ -61,6 +61,15 @@ class Config:
         metadata=_opt("Permissions of the Unix socket files we create (octal).", octal=True),
     )
     backlog: int = field(default=1024, metadata=_opt("Listen backlog passed to listen()."))
+    metrics_bind: tuple[str, ...] = field(
+        default=(),
+        metadata=_opt(
+            "Serve GET /metrics (the Prometheus text format) on this address, a listener"
+            " of its own, never the app's; the same syntax as --bind, repeatable. With"
+            " --workers the figures are summed over all workers (default: no metrics).",
+            metavar="ADDRESS",
+        ),
+    )
     # -- how much at once -----------------------------------------------------------------
     threads: int = field(
         default=8,
@@ -337,6 +346,10 @@ class Config:
             raise ValueError(f"port must be between 0 and 65535, not {self.port}")
         for spec in self.binds:
             parse_bind(spec)  # raises ValueError naming the bad address
+        if not isinstance(self.metrics_bind, tuple):
+            object.__setattr__(self, "metrics_bind", tuple(self.metrics_bind))
+        for spec in self.metrics_bind:
+            parse_bind(spec)
         if not 0 <= self.unix_socket_mode <= 0o777:
             raise ValueError(f"unix_socket_mode must be 0 to 0o777, not {self.unix_socket_mode:o}")
         for name in ("threads", "backlog", "connection_limit", "workers"):

@@ -25,6 +25,7 @@ from wsgibridge.http.body import ContentLengthInput, InputStream
 from wsgibridge.http.parser import RequestHead
 from wsgibridge.http.trusted import TrustedProxies
 from wsgibridge.serving.handler import ServerContext, WSGIRequestHandler
+from wsgibridge.serving.metrics import ServerMetrics
 
 from ..conftest import ResponseReader
 
@@ -36,6 +37,7 @@ class FakeServer:
     multiprocess = False
     socket_options_inherited = False  # a socketpair: the handler sets its own options
     watched: dict[int, WSGIRequestHandler] | None = None  # no request watchdog
+    metrics: ServerMetrics | None = None  # no --metrics-bind
 
     def __init__(self, app: WSGIApp, **options: Any) -> None:
         self.app = app

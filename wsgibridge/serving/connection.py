@@ -338,6 +338,9 @@ class Connections:
                 raw.send(error_message(400, PLAIN_HTTP_MESSAGE))
             except OSError:
                 pass
+            metrics = self.host.metrics
+            if metrics is not None:
+                metrics.refused("400")
             self.close(conn, linger=True)
             return
         log.info("TLS handshake with %s failed: %s", conn.address, exc)
@@ -406,6 +409,9 @@ class Connections:
                 pass
             else:
                 linger = True
+            metrics = self.host.metrics
+            if metrics is not None:
+                metrics.refused("408")
         conn.state = ACTIVE
         self.close(conn, linger=linger)
 

@@ -4,7 +4,8 @@ Rule: what belongs to one request - its head, body stream, environ, the
 writer that answers it, what was sent, when it began - lives here, so the
 handler keeps only the connection's state and nothing of a request can leak
 into the next.  The access record of the request is made from it, and
-:class:`ExchangeLogging` (the handler's logging half) writes it.
+:class:`ExchangeLogging` (the handler's logging half) writes it, and counts
+it in the server's metrics when it has some.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ from typing import Any, Protocol
 
 from ..accesslog import AccessLogFormat, AccessRecord, default_line, escape_log
 from ..config import Config
+from ..errors import HTTPError
 from ..http.body import InputStream
 from ..http.parser import RequestHead
 from ..http.response import ResponseWriter
 from .accesssink import direct_sink
+from .metrics import ServerMetrics
 
 access_log = logging.getLogger("wsgibridge.access")
 error_log = logging.getLogger("wsgibridge.error")
@@ -117,6 +120,7 @@ class LoggingServer(Protocol):
     config: Config
     access_format: AccessLogFormat
     observers: list[Any]
+    metrics: ServerMetrics | None
 
 
 class ExchangeLogging:
@@ -169,6 +173,20 @@ class ExchangeLogging:
 
     def _write_access(self) -> None:
         server = self.server
+        metrics = server.metrics
+        if metrics is not None:
+            exchange = self.exchange
+            body = exchange.body
+            metrics.request(
+                self.command,
+                exchange.status_code,
+                time.perf_counter() - exchange.started,
+                exchange.body_bytes,
+                body.received if body is not None else 0,
+            )
+            if body is not None and isinstance(body.failed, HTTPError):
+                # Refused mid-body, while the app read it (chunked past the limit …).
+                metrics.refused(str(body.failed.status.value))
         observers = server.observers
         sink = None
         logging_on = False

@@ -53,6 +53,7 @@ from ..http.response import (
 )
 from ..http.trusted import TrustedProxies
 from .exchange import Exchange, ExchangeLogging
+from .metrics import ServerMetrics
 from .stream import ConnectionStream
 from .tls import tls_environ
 
@@ -88,6 +89,8 @@ class ServerContext(Protocol):
     trusted_proxies: TrustedProxies
     access_format: AccessLogFormat
     observers: list[Callable[[AccessRecord], None]]
+    # The figures for --metrics-bind (every request is counted there); None: no metrics.
+    metrics: ServerMetrics | None
     # True when every connection inherits TCP_NODELAY and the kernel timeouts
     # from its listener (stream.prepare_listener), so the handler sets none.
     socket_options_inherited: bool
@@ -511,8 +514,11 @@ class WSGIRequestHandler(ConnectionStream, ExchangeLogging, BaseHTTPRequestHandl
             self.requestline = line.decode("latin-1")
         if exc.method and not self.command:
             self.command = exc.method  # a refused HEAD still gets no body
-        if self.server.observers:
-            self.server.note_request()
+        server = self.server
+        if server.observers:
+            server.note_request()
+        if server.metrics is not None:
+            server.metrics.refused(str(exc.status.value))
         self.send_error(exc.status, exc.reason, extra_headers=exc.headers)
         self.linger_on_close = True
 

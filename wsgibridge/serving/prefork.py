@@ -35,6 +35,12 @@ share its memory pages until they write to them.  Only the main thread of a
 process without other threads may fork safely; ``serve`` checks the first,
 and the arbiter starts no threads (the ``--reload`` watcher is polled from
 its loop).
+
+With ``--metrics-bind`` the arbiter polls the metrics listener in its loop
+too and answers a scrape with the sum of the workers' figures, asked for
+over their channels (up to ``METRICS_WAIT``; a late or retiring worker counts
+with the last figures it sent, an exited one with its final ones: counters
+never go down as workers come and go).
 """
 
 from __future__ import annotations
@@ -48,19 +54,23 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import FrameType
 
 from .._types import WSGIApp
 from ..config import Config
+from ..metrics import Snapshot, Totals
 from .accesssink import flush_all
 from .listen import close_listener, listener_address
+from .metrics import exposition
 from .notify import Notifier
 from .reloader import POLL_INTERVAL, Watcher, app_modules
+from .scrape import MetricsEndpoint
 from .workerprocess import (
     EXIT_IMPORT_FAILED,
     FILES,
+    METRICS,
     READY,
     RECYCLE,
     RETIRE,
@@ -94,6 +104,8 @@ WORKER_SIGNALS = {
 }
 # Time beyond graceful_timeout a worker gets to exit before it is killed.
 KILL_MARGIN = 5.0
+# How long a scrape waits for the workers' figures.
+METRICS_WAIT = 1.0
 
 
 @dataclass(eq=False)
@@ -112,6 +124,7 @@ class Worker:
     recycle: str = ""  # why it asked to be replaced (not yet done)
     retry_at: float = 0.0  # no new replacement before this time
     pending: bytes = b""  # an incomplete line from the channel
+    asked: bool = False  # asked for its metrics figures, no answer yet
 
     @property
     def kept(self) -> bool:
@@ -131,6 +144,7 @@ class Arbiter:
         loader: Callable[[], WSGIApp] | None = None,
         notifier: Notifier | None = None,
         on_reload: Callable[[], object] | None = None,
+        metrics_sockets: Sequence[socket.socket] = (),
     ) -> None:
         self.config = config
         # Called from the loop when a reload begins, before its first fork
@@ -159,6 +173,12 @@ class Arbiter:
         self.watcher: Watcher | None = None
         if config.reload:
             self.watcher = Watcher(app_modules().values(), config.reload_extra)
+        # --metrics-bind: the listener, and the workers' last figures by pid.
+        self.started_at = time.time()
+        self.metrics: MetricsEndpoint | None = None
+        if metrics_sockets:
+            self.metrics = MetricsEndpoint(metrics_sockets, self.metrics_text)
+        self.figures = Totals()
 
     # -- the arbiter's loop --------------------------------------------------------------
 
@@ -179,6 +199,8 @@ class Arbiter:
             )
             if self.watcher is not None:
                 log.info("reload: watching %d files for changes", len(self.watcher))
+            if self.metrics is not None:
+                log.info("metrics: GET /metrics on %s", ", ".join(self.metrics.addresses))
             self._balance()
             next_poll = time.monotonic() + POLL_INTERVAL
             beat = self.notifier.watchdog_interval
@@ -209,6 +231,8 @@ class Arbiter:
                 self._check_boot_times()
                 self._balance()
         finally:
+            if self.metrics is not None:
+                self.metrics.close()
             self._stop_workers()
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
@@ -276,20 +300,27 @@ class Arbiter:
             self.reload(f"reload: {changed[0]}{more} changed")
 
     def _timeout(self) -> float | None:
-        """How long the loop may sleep: until a worker's boot deadline or a recycle retry."""
+        """How long the loop may sleep: until a worker's boot deadline, a recycle retry or
+        a scrape's deadline."""
         now = time.monotonic()
         booting = (w for w in self.workers.values() if not w.ready and not w.retiring)
         wake = [w.started + READY_TIMEOUT for w in booting]
         wake += [w.retry_at for w in self.workers.values() if w.recycle and w.retry_at > now]
+        if self.metrics is not None and (scrape := self.metrics.timeout()) is not None:
+            wake.append(now + scrape)
         return max(min(wake) - now, 0.0) if wake else None
 
-    def _wait(self, timeout: float | None) -> None:
-        """Sleep until a signal, a message from a worker or ``timeout``; read what came."""
+    def _wait(self, timeout: float | None, scrapes: bool = True) -> None:
+        """Sleep until a signal, a message from a worker, a scrape or ``timeout``; read what
+        came (``scrapes`` False: leave the metrics listener alone)."""
         channels = {w.channel.fileno(): w for w in self.workers.values() if w.channel is not None}
+        metrics = self.metrics if scrapes else None
+        watched = [self._signal_r, *channels, *(metrics.fds() if metrics is not None else ())]
         try:
-            readable, _, _ = select.select([self._signal_r, *channels], [], [], timeout)
+            readable, _, _ = select.select(watched, [], [], timeout)
         except InterruptedError:
             return
+        scrapes_ready = []
         for fd in readable:
             if fd == self._signal_r:
                 try:
@@ -297,8 +328,19 @@ class Arbiter:
                         pass
                 except (BlockingIOError, InterruptedError):
                     pass
+            elif fd in channels:
+                channel = channels[fd].channel
+                # (A scrape before it may have read it, and closed it at EOF.)
+                if channel is not None and channel.fileno() == fd:
+                    self._read_channel(channels[fd])
             else:
-                self._read_channel(channels[fd])
+                scrapes_ready.append(fd)
+        if metrics is not None:
+            try:
+                metrics.ready(scrapes_ready)  # a scrape: collect_figures() asks the workers
+            except Exception:
+                log.exception("unexpected error serving the metrics")
+            metrics.expire()
 
     def _read_channel(self, worker: Worker) -> None:
         assert worker.channel is not None
@@ -311,11 +353,14 @@ class Arbiter:
         if not data:  # the worker is exiting; SIGCHLD follows
             worker.channel.close()
             worker.channel = None
+            worker.asked = False
             return
         *lines, worker.pending = (worker.pending + data).split(b"\n")
         for line in lines:
             kind, _, text = line.decode("utf-8", "surrogateescape").partition(" ")
-            if kind == READY:
+            if kind == METRICS:
+                self._take_figures(worker, text)
+            elif kind == READY:
                 self._ready(worker)
             elif kind == RECYCLE and not worker.retiring:
                 worker.recycle = text or "asked to be replaced"
@@ -324,6 +369,47 @@ class Arbiter:
                     self.watcher.add(str(path) for path in json.loads(text))
                 except ValueError:
                     pass
+
+    # -- metrics ------------------------------------------------------------------------
+
+    def _take_figures(self, worker: Worker, text: str) -> None:
+        worker.asked = False
+        try:
+            self.figures.update(worker.pid, json.loads(text))
+        except ValueError:  # (its last good figures stay)
+            log.warning("worker %d sent figures that do not add up", worker.pid)
+
+    def _last_words(self, worker: Worker) -> None:
+        """An exited worker's final figures (its last line, perhaps unread) join the sum."""
+        data = worker.pending
+        try:
+            while worker.channel is not None and (chunk := worker.channel.recv(65536)):
+                data += chunk
+        except OSError:
+            pass  # nothing more (BlockingIOError), or reset
+        for line in data.decode("utf-8", "surrogateescape").split("\n"):
+            if line.startswith(f"{METRICS} "):
+                self._take_figures(worker, line[len(METRICS) + 1 :])
+        self.figures.end(worker.pid)
+
+    def collect_figures(self) -> Snapshot:
+        """The sum of every worker's figures (asked for now) and those of the workers gone."""
+        asked = [w for w in self.workers.values() if w.ready and not w.retiring and w.channel]
+        for worker in asked:
+            worker.asked = worker.channel is not None and send_line(worker.channel, METRICS)
+        deadline = time.monotonic() + METRICS_WAIT
+        while any(w.asked for w in asked):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                late = [w.pid for w in asked if w.asked]
+                log.warning("metrics: no figures from worker(s) %s within %gs", late, METRICS_WAIT)
+                break
+            self._wait(left, scrapes=False)
+        return self.figures.total()
+
+    def metrics_text(self) -> str:
+        """What ``GET /metrics`` answers: the figures summed over the workers."""
+        return exposition(self.collect_figures(), self.started_at)
 
     def _ready(self, worker: Worker) -> None:
         worker.ready = True
@@ -399,6 +485,7 @@ class Arbiter:
             worker = self.workers.pop(pid, None)
             if worker is None:
                 continue
+            self._last_words(worker)
             if worker.channel is not None:
                 worker.channel.close()
             if self._stopping:
@@ -504,6 +591,8 @@ class Arbiter:
             ours.close()
             os.close(self._signal_r)
             os.close(self._signal_w)
+            if self.metrics is not None:
+                self.metrics.close()  # the arbiter's (a socket file stays: not ours here)
             for other in self.workers.values():
                 if other.channel is not None:
                     other.channel.close()  # its EOF must tell only the arbiter's death
@@ -546,8 +635,11 @@ def serve_prefork(
     loader: Callable[[], WSGIApp] | None = None,
     notifier: Notifier | None = None,
     on_reload: Callable[[], object] | None = None,
+    metrics_sockets: Sequence[socket.socket] = (),
 ) -> int:
     """Run an :class:`Arbiter` in the main thread; returns its exit code."""
     if threading.current_thread() is not threading.main_thread():
         raise RuntimeError("workers > 1 needs the main thread (signals and fork)")
-    return Arbiter(config, app, make_server, sockets, loader, notifier, on_reload).run()
+    return Arbiter(
+        config, app, make_server, sockets, loader, notifier, on_reload, metrics_sockets
+    ).run()

@@ -34,6 +34,7 @@ from ..config import Config
 from ..http.trusted import TrustedProxies
 from .connection import CLOSED, LINGERING, PARKED, Connection, Connections
 from .listen import close_listener
+from .metrics import ServerMetrics
 from .pool import WorkerPool
 from .readiness import EpollSource, QueueSource, ReactorPoller, Waker
 from .watchdog import RequestWatchdog
@@ -55,6 +56,7 @@ class Owner(Protocol):
     trusted_proxies: TrustedProxies
     multiprocess: bool
     serving: threading.Event
+    metrics: ServerMetrics | None
 
     @property
     def stopping(self) -> bool: ...
@@ -305,7 +307,7 @@ class Reactor:
         """One new connection from ``listener`` (in the reactor or a worker), or None."""
         if len(self.connections) >= self.config.connection_limit:
             # Further clients wait in the kernel's backlog until one closes.
-            self._stop_accepting()
+            self._stop_accepting(at_limit=True)
             return None
         try:
             sock, address = listener.accept()
@@ -331,10 +333,13 @@ class Reactor:
         proxied = self.config.proxy_protocol and peer in self.owner.trusted_proxies
         return Connection(sock, address, proxied)
 
-    def _stop_accepting(self) -> None:
+    def _stop_accepting(self, at_limit: bool = False) -> None:
         with self._listener_lock:  # workers may stop it, the reactor resumes it
             if self._accepting:
                 self._accepting = False
+                metrics = self.owner.metrics
+                if at_limit and metrics is not None:
+                    metrics.refused("connection_limit")
                 for fd in self._listener_fds:
                     self._listen.remove(fd)
 

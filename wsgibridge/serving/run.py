@@ -30,6 +30,7 @@ from .listen import close_listener
 from .notify import Notifier
 from .prefork import serve_prefork
 from .process import after_binding, before_binding, enter_directory, remove_pid_file
+from .scrape import open_metrics_listeners
 from .server import WSGIServer, build_config, open_listeners
 
 log = logging.getLogger("wsgibridge.server")
@@ -160,8 +161,14 @@ def serve(
         # --deadline-action recycle: the worker asks the arbiter for a
         # replacement (workerprocess.Control), as --max-requests does.
         def make_worker(worker_app: WSGIApp, sockets: list[socket.socket]) -> WSGIServer:
+            # --metrics-bind: a worker counts; the arbiter serves the sum (prefork.py).
             server = WSGIServer(
-                worker_app, config, handler_class, sockets=sockets, ssl_context=tls[0]
+                worker_app,
+                config,
+                handler_class,
+                sockets=sockets,
+                ssl_context=tls[0],
+                metrics_sockets=(),
             )
             server.multiprocess = True  # a replacement overlaps the worker it replaces
             return server
@@ -170,10 +177,13 @@ def serve(
             tls[0] = context
 
         listeners = open_listeners(config)
+        metrics_listeners: list[socket.socket] = []
         try:
-            after_binding(config, identity, listeners)  # before the fork: every worker has it
+            metrics_listeners = open_metrics_listeners(config)
+            # Before the fork: every worker has it.
+            after_binding(config, identity, [*listeners, *metrics_listeners])
         except BaseException:
-            for listener in listeners:
+            for listener in [*listeners, *metrics_listeners]:
                 close_listener(listener)
             raise
         try:
@@ -185,6 +195,7 @@ def serve(
                 loader,
                 Notifier(),
                 functools.partial(reload_context, config, use_context) if config.certfile else None,
+                metrics_listeners,
             )
         finally:
             remove_pid_file(config.pid_file)
@@ -193,7 +204,8 @@ def serve(
         return
     server = WSGIServer(app, config, handler_class)
     try:
-        after_binding(config, identity, server.listeners)  # pid file, then user and group
+        # The pid file, then user and group.
+        after_binding(config, identity, [*server.listeners, *server.metrics_listeners])
     except BaseException:
         server.server_close(timeout=0)
         raise

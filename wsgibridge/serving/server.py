@@ -45,9 +45,11 @@ from .certificates import reload_context, tls_context
 from .connection import Connections
 from .handler import WSGIRequestHandler
 from .listen import close_listener, listener_address, open_bind, systemd_listeners
+from .metrics import ServerMetrics, exposition
 from .pool import WorkerPool
 from .reactor import Reactor
 from .readiness import HAS_EPOLL, ready_source
+from .scrape import MetricsEndpoint, MetricsThread, open_metrics_listeners
 from .stream import prepare_listener
 from .watchdog import RequestWatchdog
 
@@ -72,7 +74,13 @@ class WSGIServer:
     ``ssl_context`` serves HTTPS with a context of your own instead of one
     made from ``config.certfile``; ``use_epoll=False`` makes workers wait on
     parked connections through the reactor's poll() instead of an epoll of
-    their own (the fallback where there is no epoll).
+    their own (the fallback where there is no epoll).  With
+    ``config.metrics_bind`` the server counts its requests and serves
+    ``GET /metrics`` on listeners of its own (``metrics_addresses``) from a
+    thread of its own while it serves; ``metrics_sockets`` are pre-bound
+    ones to serve instead (and closed when the server stops); an empty
+    ``metrics_sockets`` with ``metrics_bind``: count, and let someone else
+    serve the figures (``metrics_snapshot()``), as a ``--workers`` process does.
     """
 
     multithread = True
@@ -86,6 +94,7 @@ class WSGIServer:
         sockets: Iterable[socket.socket] | None = None,
         ssl_context: ssl.SSLContext | None = None,
         use_epoll: bool | None = None,
+        metrics_sockets: Iterable[socket.socket] | None = None,
     ) -> None:
         self.config = config = config if config is not None else Config()
         if config.lint:
@@ -139,6 +148,27 @@ class WSGIServer:
         self._cut_at = float("inf")  # when server_close stops waiting for requests
         self._cut = False  # cut_short(): stop waiting now
         self.listeners = list(sockets) if sockets is not None else open_listeners(config)
+        # --metrics-bind: every request counted (metrics.py), the figures served
+        # on listeners of their own by a thread of their own (scrape.py).
+        self.started_at = time.time()
+        self.metrics: ServerMetrics | None = None
+        self.metrics_listeners: list[socket.socket] = []
+        self._metrics_thread: MetricsThread | None = None
+        if config.metrics_bind or metrics_sockets:
+            self.metrics = ServerMetrics()
+            if metrics_sockets is None:
+                try:
+                    metrics_sockets = open_metrics_listeners(config)
+                except BaseException:
+                    if sockets is None:
+                        for listener in self.listeners:
+                            close_listener(listener)
+                    raise
+            self.metrics_listeners = list(metrics_sockets)
+            if self.metrics_listeners:
+                endpoint = MetricsEndpoint(self.metrics_listeners, self.metrics_text)
+                self._metrics_thread = MetricsThread(endpoint)
+        self.metrics_addresses = [listener_address(s) for s in self.metrics_listeners]
         for listener in self.listeners:
             listener.setblocking(False)
         inherited = [prepare_listener(listener, config) for listener in self.listeners]
@@ -207,6 +237,24 @@ class WSGIServer:
             return str(name), str(port)
         return "localhost", "443" if self.ssl_context else "80"
 
+    @property
+    def metrics_url(self) -> str:
+        """``http://host:port/metrics`` for the first TCP metrics listener ("" if none)."""
+        for address in self.metrics_addresses:
+            if not address.startswith("unix:"):
+                return f"http://{address}/metrics"
+        return ""
+
+    def metrics_snapshot(self) -> dict[str, Any]:
+        """The figures now, as a mergeable snapshot (``metrics.merge``); metrics_bind only."""
+        if self.metrics is None:
+            raise RuntimeError("this server counts nothing: no metrics_bind")
+        return self.metrics.snapshot(self.connections.table, self.pool)
+
+    def metrics_text(self) -> str:
+        """The figures now in the Prometheus text format (what ``GET /metrics`` answers)."""
+        return exposition(self.metrics_snapshot(), self.started_at)
+
     def _deadline_passed(self) -> None:
         if self.on_deadline is not None:
             self.on_deadline()
@@ -251,6 +299,10 @@ class WSGIServer:
         """Accept and dispatch connections until :meth:`shutdown` (``poll_interval`` is unused)."""
         if self._closed or self._stopping:
             return
+        thread = self._metrics_thread
+        if thread is not None and not thread.started:
+            thread.start()
+            log.info("metrics: GET /metrics on %s", ", ".join(self.metrics_addresses))
         self.reactor.run()
 
     # -- stopping --------------------------------------------------------------------
@@ -411,6 +463,8 @@ class WSGIServer:
         self.reactor.close()
         self.connections.source.close()
         flush_all()  # the access lines of the last requests, on disk when the stop returns
+        if self._metrics_thread is not None:
+            self._metrics_thread.stop()  # scraped until here: the stop's figures too
         self._closed = True
 
     def stop(self, timeout: float | None = None, *, delay: float = 0.0) -> None:
@@ -473,6 +527,7 @@ def make_server(
     sockets: Iterable[socket.socket] | None = None,
     ssl_context: ssl.SSLContext | None = None,
     use_epoll: bool | None = None,
+    metrics_sockets: Iterable[socket.socket] | None = None,
     **options: Any,
 ) -> WSGIServer:
     """A server bound and listening on ``host:port`` (port 0 picks one), not yet serving.
@@ -483,7 +538,13 @@ def make_server(
     """
     config = build_config(config, host, port, options)
     return WSGIServer(
-        app, config, handler_class, sockets=sockets, ssl_context=ssl_context, use_epoll=use_epoll
+        app,
+        config,
+        handler_class,
+        sockets=sockets,
+        ssl_context=ssl_context,
+        use_epoll=use_epoll,
+        metrics_sockets=metrics_sockets,
     )
 
 

@@ -9,7 +9,11 @@ arbiter waits for it before it retires the worker a new one replaces),
 ``recycle REASON`` when it wants to be replaced (``--max-requests`` served,
 ``--max-worker-memory`` exceeded), and, with ``--reload``, ``files [...]``:
 the files of the app's modules it has imported (the arbiter watches them).
-The arbiter says ``retire``: the worker leaves the shared listeners to the
+With ``--metrics-bind`` the arbiter says ``metrics`` when it is scraped and
+the worker answers ``metrics {JSON}``, its snapshot (``wsgibridge.metrics``)
+on one line; and the worker sends that line once more, unasked, as the last
+thing before it exits, so that no request it served is missing from the
+sum.  The arbiter says ``retire``: the worker leaves the shared listeners to the
 others, answers the requests still coming on its open connections with
 ``Connection: close``, and exits once they are done
 (:meth:`~wsgibridge.serving.server.WSGIServer.retire`).  End-of-file on the
@@ -48,7 +52,7 @@ EXIT_IMPORT_FAILED = 3
 # How often a worker looks at its memory (and, with --reload, its modules).
 CHECK_INTERVAL = 1.0
 
-READY, RECYCLE, FILES, RETIRE = "ready", "recycle", "files", "retire"
+READY, RECYCLE, FILES, RETIRE, METRICS = "ready", "recycle", "files", "retire", "metrics"
 
 
 class WorkerServer(Protocol):
@@ -75,6 +79,8 @@ class WorkerServer(Protocol):
     def cut_short(self) -> None: ...
 
     def server_close(self) -> None: ...
+
+    def metrics_snapshot(self) -> dict[str, Any]: ...
 
 
 # Makes a worker's server for the app over the inherited listening sockets (in the child).
@@ -113,6 +119,7 @@ class Control:
         self.channel = channel
         self.memory_limit = config.max_worker_memory
         self.report_files = config.reload
+        self.report_metrics = bool(config.metrics_bind)
         self.request_limit = 0
         if config.max_requests:
             self.request_limit = config.max_requests + random.randint(0, config.max_requests_jitter)
@@ -126,6 +133,11 @@ class Control:
     def send(self, kind: str, text: str = "") -> None:
         with self._send_lock:
             send_line(self.channel, kind, text)
+
+    def send_figures(self) -> None:
+        """This worker's metrics snapshot, as one line of JSON (``--metrics-bind``)."""
+        snapshot = self.server.metrics_snapshot()
+        self.send(METRICS, json.dumps(snapshot, separators=(",", ":")))
 
     def observe(self, record: AccessRecord) -> None:
         """After every request (a server observer): past the limit, ask to be replaced."""
@@ -181,6 +193,8 @@ class Control:
             if data:
                 pending += data
                 *lines, pending = pending.split(b"\n")
+                if self.report_metrics and METRICS.encode() in lines:
+                    self.send_figures()
                 if RETIRE.encode() in lines:
                     log.info("worker %d retiring: finishing its open connections", os.getpid())
                     server.retire()
@@ -251,4 +265,6 @@ def run_worker(
     finally:
         signal.set_wakeup_fd(-1)  # before server_close closes that socket
     server.server_close()
+    if control.report_metrics:
+        control.send_figures()  # the last word: every request this worker served
     return 0
