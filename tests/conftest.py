@@ -94,6 +94,21 @@ def logging_to(name: str, handler: HandlerT) -> Iterator[HandlerT]:
         logger.setLevel(level)
 
 
+@pytest.fixture
+def access_logger() -> Iterator[logging.Logger]:
+    """``wsgibridge.access`` as the CLI sets it up (no handler yet, not propagating),
+    restored after; the handlers a test adds are closed."""
+    log = logging.getLogger("wsgibridge.access")
+    saved = (log.handlers[:], log.propagate, log.level)
+    log.handlers.clear()
+    log.propagate = False
+    log.setLevel(logging.INFO)
+    yield log
+    for handler in log.handlers:
+        handler.close()
+    log.handlers[:], log.propagate, log.level = saved
+
+
 @contextlib.contextmanager
 def serving(server: WSGIServer) -> Iterator[WSGIServer]:
     """Run ``server`` (made, perhaps instrumented, by the test) in a thread; stop it after."""

@@ -76,6 +76,32 @@ def test_the_file_reaches_the_config(appdir: Path) -> None:
     )
 
 
+def test_access_log_fields_from_file_environment_and_command_line(appdir: Path) -> None:
+    """A list in the file, commas in a variable, the option repeated or given a list."""
+    expected = Config(
+        access_log_format="json", access_log_fields=("i:X-Forwarded-Proto", "-referer", "request")
+    )
+    path = write(
+        appdir / "app.toml",
+        """
+        access-log-format = "json"
+        access-log-fields = ["i:X-Forwarded-Proto", "-referer", "request"]
+        """,
+    )
+    assert served(["--config", path, "cfg_target_app:app"]) == expected
+    environ = {
+        "WSGIBRIDGE_ACCESS_LOG_FORMAT": "json",
+        "WSGIBRIDGE_ACCESS_LOG_FIELDS": "i:X-Forwarded-Proto, -referer,request",
+    }
+    assert served(["cfg_target_app:app"], environ) == expected
+    for fields in (
+        ["--access-log-fields", "i:X-Forwarded-Proto,-referer,request"],
+        ["--access-log-fields", "i:X-Forwarded-Proto", "--access-log-fields=-referer,request"],
+    ):
+        argv = ["--access-log-format", "json", *fields, "cfg_target_app:app"]
+        assert served(argv) == expected
+
+
 def test_command_line_over_environment_over_file(appdir: Path) -> None:
     path = write(appdir / "app.toml", "threads = 2\nbacklog = 10\nworkers = 3\n")
     config = served(

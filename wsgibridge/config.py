@@ -267,7 +267,17 @@ class Config:
         default=DEFAULT_FORMAT,
         metadata=_opt(
             "Access log line with {named} fields: client, time, request, status, bytes,"
-            " duration_ms, {i:Header} ... (see the README)."
+            " duration_ms, {i:Header} ... (see the README); 'json' for one JSON object"
+            " per line."
+        ),
+    )
+    access_log_fields: tuple[str, ...] = field(
+        default=(),
+        metadata=_opt(
+            "Keys to add to the JSON access line (and to the 'access' attribute of"
+            " log records): fields such as request or remote_port, i:Header, o:Header;"
+            " -name leaves a default key out. Comma-separated or repeated.",
+            metavar="FIELDS",
         ),
     )
     access_log_file: str = field(
@@ -385,7 +395,17 @@ class Config:
             raise ValueError(f"url_prefix must start with '/' and not end with '/', not {prefix!r}")
         if self.url_scheme not in ("", "http", "https"):
             raise ValueError(f"url_scheme must be http or https, not {self.url_scheme!r}")
-        AccessLogFormat(self.access_log_format)  # raises ValueError naming the bad field
+        # "a,b" and ("a", "b") are the same: an option given once can list them all.
+        fields = self.access_log_fields
+        items = tuple(
+            part.strip()
+            for item in ((fields,) if isinstance(fields, str) else fields)
+            for part in item.split(",")
+            if part.strip()
+        )
+        object.__setattr__(self, "access_log_fields", items)
+        # Raises ValueError naming the bad field.
+        AccessLogFormat(self.access_log_format, self.access_log_fields)
         if self.log_level not in LOG_LEVELS:
             raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
         if not 0 <= self.request_deadline < float("inf"):

@@ -5,6 +5,15 @@ writer that answers it, what was sent, when it began - lives here, so the
 handler keeps only the connection's state and nothing of a request can leak
 into the next.  The access record of the request is made from it, and
 :class:`ExchangeLogging` (the handler's logging half) writes it.
+
+Through ``logging`` (a program's own handler on ``wsgibridge.access``), each
+access ``LogRecord`` carries the request's fields in one attribute,
+``access``: the dict of the JSON line's keys and values
+(:meth:`~wsgibridge.accesslog.AccessLogFormat.json_object`, whatever the
+format; ``--access-log-fields`` chooses the keys), so a JSON formatter of the
+program's own has them without parsing the message.  One attribute with a
+name no ``LogRecord`` has, so no key (``"i:Name"``, ``"time"``) can clash with
+``LogRecord``'s own attributes (``msg``, ``args``, ``process`` ...).
 """
 
 from __future__ import annotations
@@ -13,7 +22,7 @@ import logging
 import time
 from typing import Any, Protocol
 
-from ..accesslog import AccessLogFormat, AccessRecord, default_line, escape_log
+from ..accesslog import AccessLogFormat, AccessRecord, default_line, escape_log, json_text
 from ..config import Config
 from ..http.body import InputStream
 from ..http.parser import RequestHead
@@ -22,6 +31,9 @@ from .accesssink import direct_sink
 
 access_log = logging.getLogger("wsgibridge.access")
 error_log = logging.getLogger("wsgibridge.error")
+
+# The LogRecord attribute with the request's fields (the JSON line's object).
+ACCESS_ATTRIBUTE = "access"
 
 
 class Exchange:
@@ -189,10 +201,13 @@ class ExchangeLogging:
             sink.write_line(self.exchange.default_line(self.client_address, self.requestline))
             return
         record = self.access_record()  # a hook: a subclass may add to the record
+        access_format = server.access_format
         if sink is not None:
-            sink.write_line(server.access_format.render(record))
+            sink.write_line(access_format.render(record))
         elif logging_on:
-            access_log.info("%s", server.access_format.render(record))
+            fields = access_format.json_object(record)
+            line = json_text(fields) if access_format.is_json else access_format.render(record)
+            access_log.info("%s", line, extra={ACCESS_ATTRIBUTE: fields})
         for observer in observers:
             observer(record)
 
