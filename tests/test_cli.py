@@ -373,6 +373,8 @@ def test_module_entry_point_reports_import_error(argv: list[str], tmp_path: Path
         {"access_log_fields": ("nope",)},
         {"access_log_fields": ("-request",)},
         {"access_log_fields": ("i:X Y",)},
+        {"request_id_header": "X Request"},
+        {"request_id_header": "Content-Length"},
         {"url_scheme": "ftp"},
         {"url_prefix": "app"},
         {"url_prefix": "/app/"},

@@ -102,6 +102,24 @@ def test_access_log_fields_from_file_environment_and_command_line(appdir: Path) 
         assert served(argv) == expected
 
 
+def test_request_id_header_from_file_environment_and_command_line(appdir: Path) -> None:
+    expected = Config(request_id_header="X-Request-ID")
+    path = write(appdir / "app.toml", 'request-id-header = "X-Request-ID"\n')
+    assert served(["--config", path, "cfg_target_app:app"]) == expected
+    environ = {"WSGIBRIDGE_REQUEST_ID_HEADER": "X-Request-ID"}
+    assert served(["cfg_target_app:app"], environ) == expected
+    argv = ["--request-id-header", "X-Request-ID", "cfg_target_app:app"]
+    assert served(argv) == expected
+    assert Config().request_id_header == ""  # off by default
+
+
+def test_a_bad_request_id_header_is_one_line(
+    appdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    line = run_err(capsys, ["--request-id-header", "X_Request_ID", "cfg_target_app:app"])
+    assert line.startswith("wsgibridge: error: request_id_header 'X_Request_ID':")
+
+
 def test_command_line_over_environment_over_file(appdir: Path) -> None:
     path = write(appdir / "app.toml", "threads = 2\nbacklog = 10\nworkers = 3\n")
     config = served(

@@ -17,6 +17,7 @@ from typing import Any
 
 from .accesslog import DEFAULT_FORMAT, AccessLogFormat
 from .http.parser import Limits
+from .http.requestid import check_header_name
 from .http.trusted import TrustedProxies
 from .serving.binds import parse_bind
 
@@ -294,6 +295,15 @@ class Config:
             choices=LOG_LEVELS,
         ),
     )
+    request_id_header: str = field(
+        default="",
+        metadata=_opt(
+            "Give every request an id in this header (X-Request-ID is usual; off when"
+            " empty): kept from a peer in --forwarded-allow-ips when well formed, else"
+            " new; in the environ, the response and the access log.",
+            metavar="NAME",
+        ),
+    )
     # -- a request that hangs, and the process --------------------------------------------
     request_deadline: float = field(
         default=0.0,
@@ -414,6 +424,8 @@ class Config:
             raise ValueError(f"deadline_action must be one of {', '.join(DEADLINE_ACTIONS)}")
         if self.deadline_action != "log" and not self.request_deadline:
             raise ValueError(f"deadline_action {self.deadline_action} needs a request_deadline")
+        if self.request_id_header:
+            check_header_name(self.request_id_header)
         for name in ("pid_file", "user", "group", "chdir"):
             if getattr(self, name) == "":
                 raise ValueError(f"{name} must not be empty (leave it out instead)")

@@ -46,6 +46,7 @@ class Exchange:
         "environ",
         "error_headers",
         "head",
+        "request_id",
         "started",
         "status_code",
         "unlogged",
@@ -62,6 +63,7 @@ class Exchange:
         self.status_code = 0
         self.body_bytes = 0  # body bytes that went out
         self.error_headers: list[tuple[str, str]] = []  # a refusal's fields
+        self.request_id = ""  # with --request-id-header: set before the response goes out
         # One token until the access line is written: taken (list.pop, atomic)
         # by whoever writes it - the worker when the request ends, or the
         # stopping thread for a request cut off in the app.
@@ -99,6 +101,7 @@ class Exchange:
             response_headers=writer.sent_headers if writer is not None else self.error_headers,
             timestamp=time.time(),
             bytes_received=body.received if body is not None else 0,
+            request_id=self.request_id,
         )
 
     def default_line(self, client_address: Any, request_line: str) -> str:
