@@ -375,6 +375,8 @@ def test_module_entry_point_reports_import_error(argv: list[str], tmp_path: Path
         {"access_log_fields": ("i:X Y",)},
         {"request_id_header": "X Request"},
         {"request_id_header": "Content-Length"},
+        {"log_config": "logging.yaml"},
+        {"log_config": ""},
         {"url_scheme": "ftp"},
         {"url_prefix": "app"},
         {"url_prefix": "/app/"},

@@ -120,6 +120,15 @@ def test_a_bad_request_id_header_is_one_line(
     assert line.startswith("wsgibridge: error: request_id_header 'X_Request_ID':")
 
 
+def test_log_config_from_file_environment_and_command_line(appdir: Path) -> None:
+    expected = Config(log_config="logging.toml")
+    path = write(appdir / "app.toml", 'log-config = "logging.toml"\n')
+    assert served(["--config", path, "cfg_target_app:app"]) == expected
+    environ = {"WSGIBRIDGE_LOG_CONFIG": "logging.toml"}
+    assert served(["cfg_target_app:app"], environ) == expected
+    assert served(["--log-config", "logging.toml", "cfg_target_app:app"]) == expected
+
+
 def test_command_line_over_environment_over_file(appdir: Path) -> None:
     path = write(appdir / "app.toml", "threads = 2\nbacklog = 10\nworkers = 3\n")
     config = served(

@@ -5,7 +5,8 @@ text.  The command line is generated from these fields (``cli.py``), so the
 Python API and the CLI accept the same names and nothing has to be kept in sync
 by hand.  Constructing a ``Config`` has no side effects: it only validates
 (the bind addresses, the trusted proxies and the access-log format are parsed
-here, so a mistake is reported before anything is opened).
+here, so a mistake is reported before anything is opened; a ``log_config``
+file is read only when the server starts, by ``serving/logconfig.py``).
 """
 
 from __future__ import annotations
@@ -295,6 +296,15 @@ class Config:
             choices=LOG_LEVELS,
         ),
     )
+    log_config: str | None = field(
+        default=None,
+        metadata=_opt(
+            "A logging.config.dictConfig file, JSON (.json) or TOML (.toml), applied"
+            " at startup instead of the CLI's own logging setup (--log-level and"
+            " --access-log-file then do nothing).",
+            metavar="FILE",
+        ),
+    )
     request_id_header: str = field(
         default="",
         metadata=_opt(
@@ -426,7 +436,10 @@ class Config:
             raise ValueError(f"deadline_action {self.deadline_action} needs a request_deadline")
         if self.request_id_header:
             check_header_name(self.request_id_header)
-        for name in ("pid_file", "user", "group", "chdir"):
+        log_config = self.log_config
+        if log_config and not log_config.endswith((".json", ".toml")):
+            raise ValueError(f"log_config must be a .json or .toml file, not {log_config!r}")
+        for name in ("pid_file", "user", "group", "chdir", "log_config"):
             if getattr(self, name) == "":
                 raise ValueError(f"{name} must not be empty (leave it out instead)")
 

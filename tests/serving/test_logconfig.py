@@ -1,0 +1,244 @@
+"""``--log-config``: a dictConfig file (JSON or TOML) read, checked and applied.
+
+Real files under ``tmp_path``; logging's global state (every logger's handlers,
+level, propagation and ``disabled`` flag) is saved before each test and put
+back after, and the handlers a file made are closed.  The command line with a
+real server process is in ``tests/test_serving_processes.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from wsgibridge import make_server
+from wsgibridge.cli import main
+from wsgibridge.errors import ConfigError
+from wsgibridge.serving.accesssink import AccessSink, direct_sink
+from wsgibridge.serving.logconfig import apply_log_config, read_log_config
+
+from ..conftest import serving
+from ..test_cli import FakeServe
+
+NAMES = ("", "wsgibridge", "wsgibridge.access", "wsgibridge.error", "wsgibridge.server")
+
+
+@pytest.fixture(autouse=True)
+def logging_state() -> Iterator[None]:
+    """Every logger as it was; handlers the test's dictConfig made are closed."""
+    loggers = [logging.getLogger(name) for name in NAMES]
+    saved = [(log, log.handlers[:], log.level, log.propagate, log.disabled) for log in loggers]
+    others = {
+        name: log.disabled
+        for name, log in logging.Logger.manager.loggerDict.items()
+        if isinstance(log, logging.Logger)
+    }
+    yield
+    for log, handlers, level, propagate, disabled in saved:
+        for handler in log.handlers:
+            if handler not in handlers:
+                handler.close()
+        log.handlers[:] = handlers
+        log.setLevel(level)
+        log.propagate = propagate
+        log.disabled = disabled
+    for name, disabled in others.items():
+        logger = logging.Logger.manager.loggerDict.get(name)
+        if isinstance(logger, logging.Logger):
+            logger.disabled = disabled
+
+
+def access_config(target: Path, formatter: bool = False) -> dict[str, Any]:
+    """A dictConfig: access lines to an AccessSink on ``target``, the rest to stderr."""
+    access: dict[str, Any] = {
+        "class": "wsgibridge.serving.accesssink.AccessSink",
+        "target": str(target),
+    }
+    if formatter:
+        access["formatter"] = "tagged"
+    return {
+        "version": 1,
+        "formatters": {"tagged": {"format": "tagged %(message)s"}},
+        "handlers": {
+            "access": access,
+            "err": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr"},
+        },
+        "loggers": {
+            "wsgibridge": {"level": "INFO", "handlers": ["err"], "propagate": False},
+            "wsgibridge.access": {"level": "INFO", "handlers": ["access"], "propagate": False},
+        },
+    }
+
+
+TOML_CONFIG = """\
+version = 1
+
+[formatters.tagged]
+format = "tagged %(message)s"
+
+[handlers.access]
+class = "wsgibridge.serving.accesssink.AccessSink"
+target = "{target}"
+formatter = "tagged"
+
+[loggers."wsgibridge.access"]
+level = "INFO"
+handlers = ["access"]
+propagate = false
+"""
+
+
+def hello(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"hi"]
+
+
+def get_once(**options: Any) -> None:
+    """Serve one GET /x and stop (every access line written)."""
+    server = make_server(hello, "127.0.0.1", 0, **options)
+    with serving(server):
+        assert requests.get(f"{server.url}x", timeout=5).status_code == 200
+
+
+def test_a_json_file_configures_the_loggers_and_keeps_the_fast_path(tmp_path: Path) -> None:
+    log = tmp_path / "access.log"
+    path = tmp_path / "logging.json"
+    path.write_text(json.dumps(access_config(log)), encoding="utf-8")
+    other = logging.getLogger("test.logconfig.existing")
+    apply_log_config(str(path))
+    sink = direct_sink(logging.getLogger("wsgibridge.access"))
+    assert isinstance(sink, AccessSink) and sink.path == str(log)
+    assert not other.disabled  # loggers that existed stay enabled unless the file says so
+    get_once(access_log_format="json")
+    (line,) = log.read_text(encoding="ascii").splitlines()
+    assert json.loads(line)["path"] == "/x"
+
+
+def test_a_toml_file_with_a_formatter_gets_log_records(tmp_path: Path) -> None:
+    log = tmp_path / "access.log"
+    path = tmp_path / "logging.toml"
+    path.write_text(TOML_CONFIG.format(target=log), encoding="utf-8")
+    apply_log_config(str(path))
+    assert direct_sink(logging.getLogger("wsgibridge.access")) is None  # its own formatter
+    get_once(access_log_format="{path} {status}")
+    assert log.read_text(encoding="utf-8") == "tagged /x 200\n"
+
+
+def test_the_file_may_disable_existing_loggers(tmp_path: Path) -> None:
+    path = tmp_path / "logging.json"
+    path.write_text('{"version": 1, "disable_existing_loggers": true}', encoding="utf-8")
+    other = logging.getLogger("test.logconfig.disabled")
+    apply_log_config(str(path))
+    assert other.disabled
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("missing.json", None, "cannot read the log config file: No such file or directory"),
+        ("bad.json", '{"version": 1,', "not valid JSON: Expecting property name"),
+        ("bad.toml", "version = = 1", "not valid TOML: Invalid value"),
+        ("list.json", "[1, 2]", "holds an object"),
+        ("noversion.toml", "[loggers]", "needs version = 1"),
+        ("binary.json", b"\xff\xfe", "not UTF-8 text (byte 0)"),
+        ("log.yaml", "version: 1", "is .json or .toml"),
+    ],
+)
+def test_a_file_that_cannot_be_read_names_itself(
+    tmp_path: Path, name: str, text: str | bytes | None, message: str
+) -> None:
+    path = tmp_path / name
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    elif text is not None:
+        path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match=f"^{path}: .*") as caught:
+        apply_log_config(str(path))
+    assert message in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (
+            {"version": 1, "handlers": {"h": {"class": "no.such.Handler"}}},
+            "Unable to configure handler 'h'",
+        ),
+        (
+            {"version": 1, "loggers": {"x": {"level": "LOUD"}}},
+            "Unable to configure logger 'x'",
+        ),
+        ({"version": 2}, "needs version = 1"),
+    ],
+)
+def test_a_file_dictconfig_refuses_names_itself(
+    tmp_path: Path, config: dict[str, Any], message: str
+) -> None:
+    path = tmp_path / "logging.json"
+    path.write_text(json.dumps(config), encoding="utf-8")
+    with pytest.raises(ConfigError, match=f"^{path}: ") as caught:
+        apply_log_config(str(path))
+    assert message in str(caught.value)
+
+
+def test_read_checks_without_applying(tmp_path: Path) -> None:
+    path = tmp_path / "logging.json"
+    path.write_text(json.dumps(access_config(tmp_path / "never.log")), encoding="utf-8")
+    assert read_log_config(str(path))["version"] == 1
+    assert not (tmp_path / "never.log").exists()
+
+
+@pytest.fixture
+def appdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    (tmp_path / "logcfg_app.py").write_text(
+        textwrap.dedent(
+            """
+            def app(environ, start_response):
+                start_response("200 OK", [])
+                return [b"ok"]
+            """
+        )
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return tmp_path
+
+
+def test_the_command_line_refuses_a_bad_file_before_listening(
+    appdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The real serve(): the file is applied before anything is bound; exit 2, one line."""
+    (appdir / "logging.json").write_text('{"version": 1, "handlers": {"h": {}}}')
+    code = main(["--log-config", "logging.json", "--port", "0", "logcfg_app:app"], environ={})
+    assert code == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("wsgibridge: error: logging.json: the log config was refused:")
+
+
+def test_check_config_reads_the_file(appdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (appdir / "good.toml").write_text("version = 1\n")
+    (appdir / "bad.toml").write_text("version = [\n")
+    argv = ["--check-config", "--log-config"]
+    assert main([*argv, "good.toml", "logcfg_app:app"], environ={}) == 0
+    assert "configuration OK" in capsys.readouterr().err
+    assert main([*argv, "bad.toml", "logcfg_app:app"], environ={}) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("wsgibridge: error: bad.toml: not valid TOML")
+
+
+def test_the_command_line_leaves_logging_to_the_file(appdir: Path) -> None:
+    """With --log-config the CLI sets up no handler of its own: serve() applies the file."""
+    for name in ("wsgibridge", "wsgibridge.access"):
+        logging.getLogger(name).handlers.clear()  # put back by logging_state
+    serve = FakeServe()
+    assert main(["--log-config", "logging.json", "logcfg_app:app"], serve=serve, environ={}) == 0
+    assert serve.calls[0][1].log_config == "logging.json"
+    assert logging.getLogger("wsgibridge").handlers == []
+    assert logging.getLogger("wsgibridge.access").handlers == []
