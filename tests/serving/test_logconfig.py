@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -186,6 +187,26 @@ def test_a_file_dictconfig_refuses_names_itself(
     with pytest.raises(ConfigError, match=f"^{path}: ") as caught:
         apply_log_config(str(path))
     assert message in str(caught.value)
+
+
+README = (Path(__file__).parent.parent.parent / "README.md").read_text(encoding="utf-8")
+
+
+def test_the_readme_example_works(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's --log-config block, its access log moved under tmp_path: errors on
+    stderr in its format, JSON lines in its file, straight from the sink."""
+    blocks = re.findall(r"^```toml\n(.*?)^```", README, flags=re.DOTALL | re.MULTILINE)
+    (block,) = [block for block in blocks if "[loggers" in block]
+    log = tmp_path / "access.jsonl"
+    path = tmp_path / "logging.toml"
+    path.write_text(block.replace("/var/log/app/access.jsonl", str(log)), encoding="utf-8")
+    apply_log_config(str(path))
+    assert isinstance(direct_sink(logging.getLogger("wsgibridge.access")), AccessSink)
+    get_once(access_log_format="json")
+    (line,) = log.read_text(encoding="ascii").splitlines()
+    assert json.loads(line)["path"] == "/x"
+    logging.getLogger("wsgibridge.error").warning("a warning")
+    assert re.search(r" WARNING wsgibridge\.error: a warning$", capsys.readouterr().err, re.M)
 
 
 def test_read_checks_without_applying(tmp_path: Path) -> None:
