@@ -13,13 +13,14 @@ import http.client
 import json
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask, request
 
+from wsgibridge import WSGIRequestHandler
 from wsgibridge._types import Environ, StartResponse
 from wsgibridge.serving.accesssink import open_sink
 
@@ -236,3 +237,19 @@ def test_another_header_name(serve: ServerFactory) -> None:
         response = ResponseReader(sock).read_response()
     assert (response.header("X-Correlation-ID"), response.body) == ("c-1", b"c-1")
     assert response.header("X-Request-ID") is None
+
+
+class Numbered(WSGIRequestHandler):
+    """Ids of its own, through the hook."""
+
+    issued = 0
+
+    def assign_request_id(self, headers: Sequence[tuple[str, str]]) -> str:
+        Numbered.issued += 1
+        return f"req-{Numbered.issued}"
+
+
+def test_a_handler_subclass_chooses_the_ids(serve: ServerFactory) -> None:
+    server = serve(ids_app, request_id_header="X-Request-ID", handler_class=Numbered)
+    assert one(server, get("/"))[1:] == ("req-1", b"req-1|req-1")
+    assert one(server, b"GET /a b HTTP/1.1\r\nHost: t\r\n\r\n")[:2] == (400, "req-2")

@@ -18,7 +18,8 @@ fresh :class:`~wsgibridge.serving.exchange.Exchange`:
 
 Subclasses customise through the collaborator attributes (``writer_class``,
 ``input_class``) and the named hooks (``open_input``, ``check_continue``,
-``send_continue``, ``make_environ``, ``log_access``), never through ``__getattr__``.
+``send_continue``, ``make_environ``, ``assign_request_id``, ``log_access``),
+never through ``__getattr__``.
 """
 
 from __future__ import annotations
@@ -274,7 +275,7 @@ class WSGIRequestHandler(ConnectionStream, ExchangeLogging, BaseHTTPRequestHandl
         exchange = self.exchange
         server = self.server
         if self.request_id_header:
-            self.assign_request_id(head.headers)
+            exchange.request_id = self.assign_request_id(head.headers)
         status = HTTPStatus.SERVICE_UNAVAILABLE if server.stop_announced else HTTPStatus.OK
         body = HEALTH_BODIES[status.value]
         headers = [
@@ -427,27 +428,24 @@ class WSGIRequestHandler(ConnectionStream, ExchangeLogging, BaseHTTPRequestHandl
         if self.request_id_header:
             # The app sees the id that is logged and answered, under both names
             # (a framework's request.headers reads the HTTP_ key).
-            environ[REQUEST_ID_KEY] = environ[self._request_id_key] = self.assign_request_id(
-                head.headers
-            )
+            request_id = self.exchange.request_id = self.assign_request_id(head.headers)
+            environ[REQUEST_ID_KEY] = environ[self._request_id_key] = request_id
         return environ
 
     def assign_request_id(self, headers: Sequence[tuple[str, str]]) -> str:
-        """The request's id (``request_id_header`` on): the one it came with, from a
-        trusted peer, or a new one (``http/requestid.py``); kept for the response and the
-        access line.
+        """Hook: the id of the request with these fields (``request_id_header`` on): the
+        one it came with, from a trusted peer, or a new one (``http/requestid.py``).
 
         Trusted as for the forwarding headers (``apply_forwarded``): the peer the
-        connection reports - after a PROXY protocol line, the client it named - is
-        in ``--forwarded-allow-ips``.
+        connection reports - after a PROXY protocol line, the client it names - is
+        in ``--forwarded-allow-ips``.  The handler keeps what this returns for the
+        environ, the response and the access line; it must be a valid field value.
         """
         peer = self.client_address
         address = str(peer[0]) if isinstance(peer, tuple) else ""
-        request_id = choose_request_id(
+        return choose_request_id(
             headers, self._request_id_lower, address in self.server.trusted_proxies
         )
-        self.exchange.request_id = request_id
-        return request_id
 
     def run_wsgi(self, head: RequestHead, body: InputStream) -> None:
         """Run the app for the parsed request and settle the connection's fate."""
@@ -571,7 +569,7 @@ class WSGIRequestHandler(ConnectionStream, ExchangeLogging, BaseHTTPRequestHandl
             # A refusal gets an id too (for its response and its access line):
             # the one it came with when its head was read, else a new one.
             head = exchange.head
-            self.assign_request_id(head.headers if head is not None else ())
+            exchange.request_id = self.assign_request_id(head.headers if head is not None else ())
         error_log.warning(
             "%s: %d %s%s",
             self.describe_request(),
