@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import subprocess
@@ -127,6 +128,41 @@ def test_log_config_from_file_environment_and_command_line(appdir: Path) -> None
     environ = {"WSGIBRIDGE_LOG_CONFIG": "logging.toml"}
     assert served(["cfg_target_app:app"], environ) == expected
     assert served(["--log-config", "logging.toml", "cfg_target_app:app"]) == expected
+
+
+@pytest.mark.usefixtures("logging_restored")
+def test_a_bad_log_config_is_refused_before_listening(
+    appdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The real serve(): the file is applied before anything is bound; exit 2, one line."""
+    (appdir / "logging.json").write_text('{"version": 1, "handlers": {"h": {}}}')
+    code = main(["--log-config", "logging.json", "--port", "0", "cfg_target_app:app"], environ={})
+    assert code == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("wsgibridge: error: logging.json: the log config was refused:")
+
+
+def test_check_config_reads_the_log_config(
+    appdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write(appdir / "good.toml", "version = 1\n")
+    write(appdir / "bad.toml", "version = [\n")
+    argv = ["--check-config", "--log-config"]
+    assert main([*argv, "good.toml", "cfg_target_app:app"], environ={}) == 0
+    assert "configuration OK" in capsys.readouterr().err
+    line = run_err(capsys, [*argv, "bad.toml", "cfg_target_app:app"])
+    assert line.startswith("wsgibridge: error: bad.toml: not valid TOML")
+
+
+@pytest.mark.usefixtures("logging_restored")
+def test_with_a_log_config_the_command_line_sets_up_no_logging(appdir: Path) -> None:
+    """serve() applies the file; the CLI adds no handler of its own first."""
+    for name in ("wsgibridge", "wsgibridge.access"):
+        logging.getLogger(name).handlers.clear()  # put back by logging_restored
+    config = served(["--log-config", "logging.json", "cfg_target_app:app"])
+    assert config.log_config == "logging.json"
+    assert logging.getLogger("wsgibridge").handlers == []
+    assert logging.getLogger("wsgibridge.access").handlers == []
 
 
 def test_command_line_over_environment_over_file(appdir: Path) -> None:

@@ -1,9 +1,9 @@
 """``--log-config``: a dictConfig file (JSON or TOML) read, checked and applied.
 
-Real files under ``tmp_path``; logging's global state (every logger's handlers,
-level, propagation and ``disabled`` flag) is saved before each test and put
-back after, and the handlers a file made are closed.  The command line with a
-real server process is in ``tests/test_serving_processes.py``.
+Real files under ``tmp_path``; logging's global state is put back after each
+test (``logging_restored``).  The command line's part is in
+``tests/test_cli_config.py``, a real server process with a file in
+``tests/test_serving_processes.py``.
 """
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,40 +18,13 @@ import pytest
 import requests
 
 from wsgibridge import make_server
-from wsgibridge.cli import main
 from wsgibridge.errors import ConfigError
 from wsgibridge.serving.accesssink import AccessSink, direct_sink
 from wsgibridge.serving.logconfig import apply_log_config, read_log_config
 
 from ..conftest import serving
-from ..test_cli import FakeServe
 
-NAMES = ("", "wsgibridge", "wsgibridge.access", "wsgibridge.error", "wsgibridge.server")
-
-
-@pytest.fixture(autouse=True)
-def logging_state() -> Iterator[None]:
-    """Every logger as it was; handlers the test's dictConfig made are closed."""
-    loggers = [logging.getLogger(name) for name in NAMES]
-    saved = [(log, log.handlers[:], log.level, log.propagate, log.disabled) for log in loggers]
-    others = {
-        name: log.disabled
-        for name, log in logging.Logger.manager.loggerDict.items()
-        if isinstance(log, logging.Logger)
-    }
-    yield
-    for log, handlers, level, propagate, disabled in saved:
-        for handler in log.handlers:
-            if handler not in handlers:
-                handler.close()
-        log.handlers[:] = handlers
-        log.setLevel(level)
-        log.propagate = propagate
-        log.disabled = disabled
-    for name, disabled in others.items():
-        logger = logging.Logger.manager.loggerDict.get(name)
-        if isinstance(logger, logging.Logger):
-            logger.disabled = disabled
+pytestmark = pytest.mark.usefixtures("logging_restored")
 
 
 def access_config(target: Path, formatter: bool = False) -> dict[str, Any]:
@@ -214,52 +185,3 @@ def test_read_checks_without_applying(tmp_path: Path) -> None:
     path.write_text(json.dumps(access_config(tmp_path / "never.log")), encoding="utf-8")
     assert read_log_config(str(path))["version"] == 1
     assert not (tmp_path / "never.log").exists()
-
-
-@pytest.fixture
-def appdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    (tmp_path / "logcfg_app.py").write_text(
-        textwrap.dedent(
-            """
-            def app(environ, start_response):
-                start_response("200 OK", [])
-                return [b"ok"]
-            """
-        )
-    )
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    return tmp_path
-
-
-def test_the_command_line_refuses_a_bad_file_before_listening(
-    appdir: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """The real serve(): the file is applied before anything is bound; exit 2, one line."""
-    (appdir / "logging.json").write_text('{"version": 1, "handlers": {"h": {}}}')
-    code = main(["--log-config", "logging.json", "--port", "0", "logcfg_app:app"], environ={})
-    assert code == 2
-    (line,) = capsys.readouterr().err.splitlines()
-    assert line.startswith("wsgibridge: error: logging.json: the log config was refused:")
-
-
-def test_check_config_reads_the_file(appdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    (appdir / "good.toml").write_text("version = 1\n")
-    (appdir / "bad.toml").write_text("version = [\n")
-    argv = ["--check-config", "--log-config"]
-    assert main([*argv, "good.toml", "logcfg_app:app"], environ={}) == 0
-    assert "configuration OK" in capsys.readouterr().err
-    assert main([*argv, "bad.toml", "logcfg_app:app"], environ={}) == 2
-    (line,) = capsys.readouterr().err.splitlines()
-    assert line.startswith("wsgibridge: error: bad.toml: not valid TOML")
-
-
-def test_the_command_line_leaves_logging_to_the_file(appdir: Path) -> None:
-    """With --log-config the CLI sets up no handler of its own: serve() applies the file."""
-    for name in ("wsgibridge", "wsgibridge.access"):
-        logging.getLogger(name).handlers.clear()  # put back by logging_state
-    serve = FakeServe()
-    assert main(["--log-config", "logging.json", "logcfg_app:app"], serve=serve, environ={}) == 0
-    assert serve.calls[0][1].log_config == "logging.json"
-    assert logging.getLogger("wsgibridge").handlers == []
-    assert logging.getLogger("wsgibridge.access").handlers == []
