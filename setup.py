@@ -32,6 +32,7 @@ MODULES = [
     "wsgibridge/http/parser.py",
     "wsgibridge/http/proxy_protocol.py",
     "wsgibridge/http/reader.py",
+    "wsgibridge/http/requestid.py",
     "wsgibridge/http/response.py",
     "wsgibridge/http/trusted.py",
     "wsgibridge/serving/connection.py",

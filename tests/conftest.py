@@ -109,6 +109,50 @@ class Records(logging.Handler):
         return [record for record in self.records if record.levelno >= level]
 
 
+@pytest.fixture
+def access_logger() -> Iterator[logging.Logger]:
+    """``wsgibridge.access`` as the CLI sets it up (no handler yet, not propagating),
+    restored after; the handlers a test adds are closed."""
+    log = logging.getLogger("wsgibridge.access")
+    saved = (log.handlers[:], log.propagate, log.level)
+    log.handlers.clear()
+    log.propagate = False
+    log.setLevel(logging.INFO)
+    yield log
+    for handler in log.handlers:
+        handler.close()
+    log.handlers[:], log.propagate, log.level = saved
+
+
+@pytest.fixture
+def logging_restored() -> Iterator[None]:
+    """For a test that runs ``logging.config.dictConfig``: wsgibridge's loggers and the
+    root (handlers, level, propagation, ``disabled``) and every logger's ``disabled``
+    flag put back after, the handlers the test made closed."""
+    names = ("", "wsgibridge", "wsgibridge.access", "wsgibridge.error", "wsgibridge.server")
+    loggers = [logging.getLogger(name) for name in names]
+    saved = [(log, log.handlers[:], log.level, log.propagate, log.disabled) for log in loggers]
+    manager = logging.Logger.manager
+    flags = {
+        name: log.disabled
+        for name, log in manager.loggerDict.items()
+        if isinstance(log, logging.Logger)
+    }
+    yield
+    for log, handlers, level, propagate, disabled in saved:
+        for handler in log.handlers:
+            if handler not in handlers:
+                handler.close()
+        log.handlers[:] = handlers
+        log.setLevel(level)
+        log.propagate = propagate
+        log.disabled = disabled
+    for name, disabled in flags.items():
+        logger = manager.loggerDict.get(name)
+        if isinstance(logger, logging.Logger):
+            logger.disabled = disabled
+
+
 @contextlib.contextmanager
 def serving(server: WSGIServer) -> Iterator[WSGIServer]:
     """Run ``server`` (made, perhaps instrumented, by the test) in a thread; stop it after."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import calendar
 import dataclasses
+import json
 import os
 import re
 import threading
@@ -23,12 +24,17 @@ from hypothesis import strategies as st
 from wsgibridge.accesslog import (
     DEFAULT_FORMAT,
     FIELD_NAMES,
+    JSON_FIELD_NAMES,
+    JSON_FORMAT,
     AccessLogFormat,
     AccessRecord,
     clf_time,
+    default_json_line,
     escape_log,
     escape_value,
     iso_time,
+    json_text,
+    rfc3339_ms,
 )
 
 # 2026-11-23 00:42:24 UTC, plus a fraction that must not show.
@@ -153,6 +159,7 @@ def test_default_format_differs_only_by_escaping_quotes() -> None:
         ("{duration_ms}", "0.56"),
         ("{duration_us}", "561"),
         ("{pid}", str(os.getpid())),
+        ("{request_id}", "-"),
         ("{i:User-Agent}", "curl/8.5.0"),
         ("{header:User-Agent}", "curl/8.5.0"),
         ("{o:Content-Type}", "text/plain"),
@@ -180,6 +187,7 @@ def test_every_plain_field_is_tested() -> None:
         "duration_ms",
         "duration_us",
         "pid",
+        "request_id",
     }
     assert AccessLogFormat(" ".join(f"{{{name}}}" for name in FIELD_NAMES)).fields == FIELD_NAMES
 
@@ -189,7 +197,7 @@ def test_all_fields_in_one_line() -> None:
     assert render(template) == (
         "127.0.0.1 51234 23/Nov/2026:00:42:24 +0000 2026-11-23T00:42:24Z"
         " GET /x?a=1&b=2 HTTP/1.1 GET /x a=1&b=2 HTTP/1.1 200 13 0 0.000561 0.56 561"
-        f" {os.getpid()} example.com 13"
+        f" {os.getpid()} - example.com 13"
     )
 
 
@@ -262,19 +270,22 @@ def test_pid_follows_fork() -> None:
     if threading.active_count() > 1:
         pytest.skip("fork() with other threads running is unsafe (and warns on 3.12+)")
     fmt = AccessLogFormat("{pid}")
+    as_json = AccessLogFormat(JSON_FORMAT)
     read_end, write_end = os.pipe()
     child = os.fork()
     if child == 0:  # pragma: no cover  # the child
         try:
-            os.write(write_end, f"{fmt.render(record())} {os.getpid()}".encode())
+            pid_in_json = json.loads(as_json.render(record()))["pid"]
+            os.write(write_end, f"{fmt.render(record())} {pid_in_json} {os.getpid()}".encode())
         finally:
             os._exit(0)
     os.close(write_end)
     with os.fdopen(read_end, "rb") as pipe:
-        rendered, actual = pipe.read().decode().split()
+        rendered, in_json, actual = pipe.read().decode().split()
     os.waitpid(child, 0)
-    assert rendered == actual == str(child)
+    assert rendered == in_json == actual == str(child)
     assert fmt.render(record()) == str(os.getpid())
+    assert json.loads(as_json.render(record()))["pid"] == os.getpid()
 
 
 # -- header fields ---------------------------------------------------------------------------
@@ -515,3 +526,211 @@ def test_the_default_line_written_out_is_the_compiled_templates_line(**fields: A
     server); it must say exactly what the template's fields say."""
     rec = record(**fields)
     assert AccessLogFormat(DEFAULT_FORMAT).render(rec) + "|" == _DEFAULT_COMPILED.render(rec)
+
+
+# -- JSON lines --------------------------------------------------------------------------
+
+
+def dumps(obj: object) -> str:
+    """What the JSON line must be: the standard library's encoder, as documented."""
+    return json.dumps(obj, ensure_ascii=True, separators=(",", ":"))
+
+
+def test_the_json_line_of_a_plain_get() -> None:
+    line = AccessLogFormat(JSON_FORMAT).render(record(request_id="4bf92f3577b34da6"))
+    assert line == (
+        '{"client":"127.0.0.1","time":"2026-11-23T00:42:24.987Z","method":"GET",'
+        '"path":"/x","query":"a=1&b=2","protocol":"HTTP/1.1","status":200,"bytes":13,'
+        '"bytes_in":0,"duration_us":561,"user_agent":"curl/8.5.0","referer":null,'
+        f'"request_id":"4bf92f3577b34da6","pid":{os.getpid()}}}'
+    )
+    assert tuple(json.loads(line)) == JSON_FIELD_NAMES
+
+
+def test_json_keys_and_types_are_the_documented_ones() -> None:
+    fmt = AccessLogFormat(JSON_FORMAT)
+    assert (
+        fmt.fields
+        == JSON_FIELD_NAMES
+        == (
+            "client",
+            "time",
+            "method",
+            "path",
+            "query",
+            "protocol",
+            "status",
+            "bytes",
+            "bytes_in",
+            "duration_us",
+            "user_agent",
+            "referer",
+            "request_id",
+            "pid",
+        )
+    )
+    assert fmt.is_json and not fmt.is_default
+    obj = json.loads(fmt.render(record(request_headers=[], status=0, bytes_sent=0)))
+    assert obj["user_agent"] is None and obj["referer"] is None and obj["request_id"] is None
+    assert obj["status"] == 0 and obj["bytes"] == 0
+    for key in ("status", "bytes", "bytes_in", "duration_us", "pid"):
+        assert type(obj[key]) is int, key
+
+
+@pytest.mark.parametrize(
+    ("stamp", "expected"),
+    [
+        (STAMP, "2026-11-23T00:42:24.987Z"),
+        (calendar.timegm((2026, 12, 4, 3, 0, 0)) + 0.123, "2026-12-04T03:00:00.123Z"),
+        (calendar.timegm((2026, 12, 31, 23, 59, 59)) + 0.9999, "2026-12-31T23:59:59.999Z"),
+        (0.0, "1970-01-01T00:00:00.000Z"),
+    ],
+)
+def test_json_time_is_rfc3339_utc_with_milliseconds(stamp: float, expected: str) -> None:
+    """Milliseconds truncated, never rounded into the next second the other fields show."""
+    assert rfc3339_ms(stamp) == expected
+    assert rfc3339_ms(stamp).startswith(iso_time(stamp)[:-1])
+    assert json.loads(AccessLogFormat(JSON_FORMAT).render(record(timestamp=stamp)))["time"] == (
+        expected
+    )
+
+
+def test_wire_bytes_come_back_from_the_json_string() -> None:
+    """Latin-1-decoded text is written as \\u00XX escapes: the reader gets the bytes back."""
+    raw_agent = b'ua \xc3\x28 \xff\xfe " \\ \t \x7f {"a":1}'
+    agent = raw_agent.decode("latin-1")
+    line = AccessLogFormat(JSON_FORMAT).render(record(request_headers=[("User-Agent", agent)]))
+    assert line.isascii() and "\\u00c3(" in line and "\\u00ff\\u00fe" in line
+    assert json.loads(line)["user_agent"].encode("latin-1") == raw_agent
+
+
+def test_extra_fields_come_after_the_defaults_in_their_order() -> None:
+    fmt = AccessLogFormat(
+        JSON_FORMAT,
+        ["i:Host", "o:Content-Type", "request", "remote_port", "duration", "duration_ms"],
+    )
+    obj = json.loads(fmt.render(record()))
+    assert tuple(obj) == (
+        *JSON_FIELD_NAMES,
+        "i:Host",
+        "o:Content-Type",
+        "request",
+        "remote_port",
+        "duration",
+        "duration_ms",
+    )
+    assert obj["i:Host"] == "example.com" and obj["o:Content-Type"] == "text/plain"
+    assert obj["request"] == "GET /x?a=1&b=2 HTTP/1.1"
+    assert obj["remote_port"] == 51234 and obj["duration"] == 0.000561
+    assert obj["duration_ms"] == 0.56
+    assert fmt.fields == tuple(obj)
+
+
+def test_extra_fields_spelling_absence_repeats_and_leaving_out() -> None:
+    headers = [("X-A", "1"), ("x-a", "2")]
+    fmt = AccessLogFormat(
+        JSON_FORMAT,
+        ["header:X-A", "i:X-Missing", "-referer", "-pid", "status", "remote_port", "i:X-A"],
+    )
+    obj = json.loads(fmt.render(record(request_headers=headers, remote_port="")))
+    assert "referer" not in obj and "pid" not in obj
+    assert obj["i:X-A"] == "1, 2"  # header: is spelled i:, and each key comes once
+    assert obj["i:X-Missing"] is None
+    assert obj["remote_port"] is None  # a Unix socket's peer has no port
+    assert list(obj).count("status") == 1
+    nothing = AccessLogFormat(JSON_FORMAT, [f"-{name}" for name in JSON_FIELD_NAMES])
+    assert nothing.render(record()) == "{}"
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        (["nope"], "unknown access log field 'nope' in the access log fields"),
+        (["Status"], "unknown access log field 'Status'"),
+        (["-request"], "cannot leave out '-request'"),
+        (["-nope"], "cannot leave out '-nope'"),
+        (["i:"], r"empty header name in \{i:\}"),
+        (["o:X Y"], "header name 'X Y' is not a token"),
+        (["time:x"], "unknown access log field 'time:x'"),
+    ],
+)
+def test_bad_extra_fields_raise(fields: list[str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        AccessLogFormat(JSON_FORMAT, fields)
+    with pytest.raises(ValueError, match=message):  # checked whatever the template
+        AccessLogFormat(DEFAULT_FORMAT, fields)
+
+
+def test_json_object_is_the_lines_object_for_any_template() -> None:
+    rec = record(request_id="abc")
+    for template in (JSON_FORMAT, DEFAULT_FORMAT, "{status}"):
+        fmt = AccessLogFormat(template, ["i:Host"])
+        assert json.loads(AccessLogFormat(JSON_FORMAT, ["i:Host"]).render(rec)) == (
+            fmt.json_object(rec)
+        )
+    assert repr(AccessLogFormat(JSON_FORMAT, ["i:Host"])) == "AccessLogFormat('json', ('i:Host',))"
+
+
+def test_request_id_text_field() -> None:
+    assert render("{request_id}", request_id="") == "-"
+    assert render('"{request_id}"', request_id='a"b\\c') == '"a\\"b\\\\c"'
+
+
+_json_scalars = (
+    st.none() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False, allow_infinity=False)
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(_text, _text | _latin1 | _json_scalars))
+def test_json_text_is_json_dumps(obj: dict[str, Any]) -> None:
+    assert json_text(obj) == dumps(obj)
+
+
+_JSON_EVERYTHING = AccessLogFormat(
+    JSON_FORMAT,
+    ["remote_port", "request", "iso_time", "duration", "duration_ms", "i:X-A", "o:X-B"],
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    client=_text,
+    remote_port=_text,
+    request_line=_text | _latin1,
+    method=_text,
+    path=_text | _latin1,
+    query=_text | _latin1,
+    protocol=_text,
+    request_headers=st.lists(
+        st.tuples(st.sampled_from(["X-A", "User-Agent", "referer", "REFERER"]) | _latin1, _text)
+    ),
+    response_headers=_headers,
+    status=st.integers(0, 999),
+    bytes_sent=st.integers(0, 2**63),
+    bytes_received=st.integers(0, 2**63),
+    duration=st.floats(0, 1e6),
+    timestamp=st.floats(0, 2**32),
+    request_id=_text,
+)
+def test_every_json_line_is_one_line_of_json_dumps(**fields: Any) -> None:
+    """Whatever the record holds: one ASCII line, what json.dumps makes of the object,
+    and json.loads gives the record's values back."""
+    rec = record(**fields)
+    for fmt in (AccessLogFormat(JSON_FORMAT), _JSON_EVERYTHING):
+        line = fmt.render(rec)
+        obj = fmt.json_object(rec)
+        assert line == dumps(obj)
+        assert line.isascii() and line.isprintable()  # no newline, no control character
+        assert json.loads(line) == obj
+    assert default_json_line(rec) == json_text(AccessLogFormat(JSON_FORMAT).json_object(rec))
+    obj = json.loads(_JSON_EVERYTHING.render(rec))
+    assert (obj["client"], obj["method"], obj["path"], obj["query"]) == (
+        rec.client,
+        rec.method,
+        rec.path,
+        rec.query,
+    )
+    assert obj["request"] == rec.request_line and obj["status"] == rec.status
+    assert obj["bytes"] == rec.bytes_sent and obj["bytes_in"] == rec.bytes_received
+    assert obj["request_id"] == (rec.request_id or None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import subprocess
@@ -74,6 +75,94 @@ def test_the_file_reaches_the_config(appdir: Path) -> None:
         unix_socket_mode=0o600,
         access_log=False,
     )
+
+
+def test_access_log_fields_from_file_environment_and_command_line(appdir: Path) -> None:
+    """A list in the file, commas in a variable, the option repeated or given a list."""
+    expected = Config(
+        access_log_format="json", access_log_fields=("i:X-Forwarded-Proto", "-referer", "request")
+    )
+    path = write(
+        appdir / "app.toml",
+        """
+        access-log-format = "json"
+        access-log-fields = ["i:X-Forwarded-Proto", "-referer", "request"]
+        """,
+    )
+    assert served(["--config", path, "cfg_target_app:app"]) == expected
+    environ = {
+        "WSGIBRIDGE_ACCESS_LOG_FORMAT": "json",
+        "WSGIBRIDGE_ACCESS_LOG_FIELDS": "i:X-Forwarded-Proto, -referer,request",
+    }
+    assert served(["cfg_target_app:app"], environ) == expected
+    for fields in (
+        ["--access-log-fields", "i:X-Forwarded-Proto,-referer,request"],
+        ["--access-log-fields", "i:X-Forwarded-Proto", "--access-log-fields=-referer,request"],
+    ):
+        argv = ["--access-log-format", "json", *fields, "cfg_target_app:app"]
+        assert served(argv) == expected
+
+
+def test_request_id_header_from_file_environment_and_command_line(appdir: Path) -> None:
+    expected = Config(request_id_header="X-Request-ID")
+    path = write(appdir / "app.toml", 'request-id-header = "X-Request-ID"\n')
+    assert served(["--config", path, "cfg_target_app:app"]) == expected
+    environ = {"WSGIBRIDGE_REQUEST_ID_HEADER": "X-Request-ID"}
+    assert served(["cfg_target_app:app"], environ) == expected
+    argv = ["--request-id-header", "X-Request-ID", "cfg_target_app:app"]
+    assert served(argv) == expected
+    assert Config().request_id_header == ""  # off by default
+
+
+def test_a_bad_request_id_header_is_one_line(
+    appdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    line = run_err(capsys, ["--request-id-header", "X_Request_ID", "cfg_target_app:app"])
+    assert line.startswith("wsgibridge: error: request_id_header 'X_Request_ID':")
+
+
+def test_log_config_from_file_environment_and_command_line(appdir: Path) -> None:
+    expected = Config(log_config="logging.toml")
+    path = write(appdir / "app.toml", 'log-config = "logging.toml"\n')
+    assert served(["--config", path, "cfg_target_app:app"]) == expected
+    environ = {"WSGIBRIDGE_LOG_CONFIG": "logging.toml"}
+    assert served(["cfg_target_app:app"], environ) == expected
+    assert served(["--log-config", "logging.toml", "cfg_target_app:app"]) == expected
+
+
+@pytest.mark.usefixtures("logging_restored")
+def test_a_bad_log_config_is_refused_before_listening(
+    appdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The real serve(): the file is applied before anything is bound; exit 2, one line."""
+    (appdir / "logging.json").write_text('{"version": 1, "handlers": {"h": {}}}')
+    code = main(["--log-config", "logging.json", "--port", "0", "cfg_target_app:app"], environ={})
+    assert code == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("wsgibridge: error: logging.json: the log config was refused:")
+
+
+def test_check_config_reads_the_log_config(
+    appdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write(appdir / "good.toml", "version = 1\n")
+    write(appdir / "bad.toml", "version = [\n")
+    argv = ["--check-config", "--log-config"]
+    assert main([*argv, "good.toml", "cfg_target_app:app"], environ={}) == 0
+    assert "configuration OK" in capsys.readouterr().err
+    line = run_err(capsys, [*argv, "bad.toml", "cfg_target_app:app"])
+    assert line.startswith("wsgibridge: error: bad.toml: not valid TOML")
+
+
+@pytest.mark.usefixtures("logging_restored")
+def test_with_a_log_config_the_command_line_sets_up_no_logging(appdir: Path) -> None:
+    """serve() applies the file; the CLI adds no handler of its own first."""
+    for name in ("wsgibridge", "wsgibridge.access"):
+        logging.getLogger(name).handlers.clear()  # put back by logging_restored
+    config = served(["--log-config", "logging.json", "cfg_target_app:app"])
+    assert config.log_config == "logging.json"
+    assert logging.getLogger("wsgibridge").handlers == []
+    assert logging.getLogger("wsgibridge.access").handlers == []
 
 
 def test_command_line_over_environment_over_file(appdir: Path) -> None:
@@ -336,7 +425,8 @@ def test_the_readme_config_example_is_read_as_it_says(
     appdir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The README's TOML example loads, and its environment line overrides it as told."""
-    (block,) = re.findall(r"^```toml\n(.*?)^```", README, flags=re.DOTALL | re.MULTILINE)
+    blocks = re.findall(r"^```toml\n(.*?)^```", README, flags=re.DOTALL | re.MULTILINE)
+    (block,) = [block for block in blocks if "threads =" in block]  # not --log-config's
     path = write(appdir / "wsgibridge.toml", block)
     config = served(["--config", path, "cfg_target_app:app"])
     assert config.bind and config.threads != Config().threads

@@ -16,6 +16,7 @@ socket closed, every directory removed, whatever the outcome.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -959,3 +960,51 @@ def test_the_command_line_raises_a_low_open_file_limit_to_fit_its_connections(
     )
     expected = 4096 + 256 if hard == resource.RLIM_INFINITY else min(4096 + 256, hard)
     assert int(out.stdout) == expected
+
+
+# -- 5. observing --------------------------------------------------------------------------------
+
+README = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+# The README's --log-config example (its TOML block with loggers), logging to access.log.
+(LOG_CONFIG,) = [
+    block.replace("/var/log/app/access.jsonl", "access.log")
+    for block in re.findall(r"^```toml\n(.*?)^```", README, flags=re.DOTALL | re.MULTILINE)
+    if "[loggers" in block
+]
+# Its format, "%(asctime)s %(levelname)s %(name)s: %(message)s" (the CLI's own has [brackets]).
+FILE_FORMAT = r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} "
+
+
+def test_a_log_config_file_sets_up_the_servers_logging(launch: Launcher, appdir: Path) -> None:
+    """--log-config replaces the CLI's own logging (the README's example file): its format
+    on stderr, JSON access lines (with the request id the proxy sent) in its access log."""
+    (appdir / "logging.toml").write_text(LOG_CONFIG, encoding="utf-8")
+    server = launch.start(
+        "--log-config",
+        "logging.toml",
+        "--port",
+        "0",
+        "--access-log-format",
+        "json",
+        "--request-id-header",
+        "X-Request-ID",
+    )
+    match = server.wait_for(FILE_FORMAT + r"INFO wsgibridge\.server: serving on (\S+)$")
+    address = parse_address(match[1])
+    assert isinstance(address, tuple)
+    sock = launch.connect(address)
+    sock.sendall(b"GET /logged HTTP/1.1\r\nHost: t\r\nX-Request-ID: from-proxy\r\n\r\n")
+    response = ResponseReader(sock).read_response()
+    assert (response.status, response.header("X-Request-ID")) == (200, "from-proxy")
+    server.send(signal.SIGTERM)
+    assert server.wait(10) == 0
+    (line,) = (appdir / "access.log").read_text(encoding="ascii").splitlines()
+    logged = json.loads(line)
+    assert (logged["path"], logged["status"], logged["request_id"]) == (
+        "/logged",
+        200,
+        "from-proxy",
+    )
+    assert logged["pid"] == server.pid
+    for text in server.lines:  # nothing in the CLI's own "[time] LEVEL name:" format
+        assert "wsgibridge." not in text or re.match(FILE_FORMAT, text), text

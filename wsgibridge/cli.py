@@ -30,6 +30,7 @@ from .configfile import Loaded, parse_octal, to_toml
 from .configfile import load as load_settings
 from .errors import ConfigError, ConfigSourceError
 from .serving.certificates import tls_context
+from .serving.logconfig import read_log_config
 from .serving.process import enter_directory
 from .serving.run import configure_logging, uses_arbiter
 from .serving.run import serve as default_serve
@@ -316,12 +317,14 @@ def _check_and_print(args: argparse.Namespace, loaded: Loaded) -> int:
         except AppImportError as exc:
             _print_import_error(exc)
             return EXIT_USAGE
-        if config.certfile:
-            try:
+        try:
+            if config.certfile:
                 tls_context(config)
-            except ConfigError as exc:
-                print(f"wsgibridge: error: {exc}", file=sys.stderr)
-                return EXIT_USAGE
+            if config.log_config:
+                read_log_config(config.log_config)  # read and checked, not applied
+        except ConfigError as exc:
+            print(f"wsgibridge: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     if args.print_config:
         try:
             text = to_toml(config, loaded.origins)
@@ -376,11 +379,12 @@ def main(
     except AppImportError as exc:
         _print_import_error(exc)
         return EXIT_USAGE
-    try:
-        configure_logging(config.log_level, config.access_log_file)
-    except (OSError, ValueError) as exc:
-        print(f"wsgibridge: error: cannot open the access log: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    if not config.log_config:  # else serve() applies the file, before it listens
+        try:
+            configure_logging(config.log_level, config.access_log_file)
+        except (OSError, ValueError) as exc:
+            print(f"wsgibridge: error: cannot open the access log: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     debug = config.log_level == "debug"
     # Under an arbiter, a reload imports the app anew in each new worker.
     reload_with = {"loader": functools.partial(load_app, args.app)} if uses_arbiter(config) else {}

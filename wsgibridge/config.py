@@ -5,7 +5,8 @@ text.  The command line is generated from these fields (``cli.py``), so the
 Python API and the CLI accept the same names and nothing has to be kept in sync
 by hand.  Constructing a ``Config`` has no side effects: it only validates
 (the bind addresses, the trusted proxies and the access-log format are parsed
-here, so a mistake is reported before anything is opened).
+here, so a mistake is reported before anything is opened; a ``log_config``
+file is read only when the server starts, by ``serving/logconfig.py``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from .accesslog import DEFAULT_FORMAT, AccessLogFormat
 from .http.parser import Limits
+from .http.requestid import check_header_name
 from .http.trusted import TrustedProxies
 from .serving.binds import parse_bind
 
@@ -276,7 +278,17 @@ class Config:
         default=DEFAULT_FORMAT,
         metadata=_opt(
             "Access log line with {named} fields: client, time, request, status, bytes,"
-            " duration_ms, {i:Header} ... (see the README)."
+            " duration_ms, {i:Header} ... (see the README); 'json' for one JSON object"
+            " per line."
+        ),
+    )
+    access_log_fields: tuple[str, ...] = field(
+        default=(),
+        metadata=_opt(
+            "Keys to add to the JSON access line (and to the 'access' attribute of"
+            " log records): fields such as request or remote_port, i:Header, o:Header;"
+            " -name leaves a default key out. Comma-separated or repeated.",
+            metavar="FIELDS",
         ),
     )
     access_log_file: str = field(
@@ -291,6 +303,24 @@ class Config:
         metadata=_opt(
             "Level of the wsgibridge loggers from the CLI (and serve() without a logging setup).",
             choices=LOG_LEVELS,
+        ),
+    )
+    log_config: str | None = field(
+        default=None,
+        metadata=_opt(
+            "A logging.config.dictConfig file, JSON (.json) or TOML (.toml), applied"
+            " at startup instead of the CLI's own logging setup (--log-level and"
+            " --access-log-file then do nothing).",
+            metavar="FILE",
+        ),
+    )
+    request_id_header: str = field(
+        default="",
+        metadata=_opt(
+            "Give every request an id in this header (X-Request-ID is usual; off when"
+            " empty): kept from a peer in --forwarded-allow-ips when well formed, else"
+            " new; in the environ, the response and the access log.",
+            metavar="NAME",
         ),
     )
     # -- a request that hangs, and the process --------------------------------------------
@@ -398,7 +428,17 @@ class Config:
             raise ValueError(f"url_prefix must start with '/' and not end with '/', not {prefix!r}")
         if self.url_scheme not in ("", "http", "https"):
             raise ValueError(f"url_scheme must be http or https, not {self.url_scheme!r}")
-        AccessLogFormat(self.access_log_format)  # raises ValueError naming the bad field
+        # "a,b" and ("a", "b") are the same: an option given once can list them all.
+        fields = self.access_log_fields
+        items = tuple(
+            part.strip()
+            for item in ((fields,) if isinstance(fields, str) else fields)
+            for part in item.split(",")
+            if part.strip()
+        )
+        object.__setattr__(self, "access_log_fields", items)
+        # Raises ValueError naming the bad field.
+        AccessLogFormat(self.access_log_format, self.access_log_fields)
         if self.log_level not in LOG_LEVELS:
             raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
         if not 0 <= self.request_deadline < float("inf"):
@@ -407,7 +447,12 @@ class Config:
             raise ValueError(f"deadline_action must be one of {', '.join(DEADLINE_ACTIONS)}")
         if self.deadline_action != "log" and not self.request_deadline:
             raise ValueError(f"deadline_action {self.deadline_action} needs a request_deadline")
-        for name in ("pid_file", "user", "group", "chdir"):
+        if self.request_id_header:
+            check_header_name(self.request_id_header)
+        log_config = self.log_config
+        if log_config and not log_config.endswith((".json", ".toml")):
+            raise ValueError(f"log_config must be a .json or .toml file, not {log_config!r}")
+        for name in ("pid_file", "user", "group", "chdir", "log_config"):
             if getattr(self, name) == "":
                 raise ValueError(f"{name} must not be empty (leave it out instead)")
 

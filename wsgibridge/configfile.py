@@ -57,6 +57,7 @@ __all__ = [
     "from_environ",
     "from_toml",
     "load",
+    "load_toml",
     "parse_octal",
     "parse_toml",
     "read_toml",
@@ -274,14 +275,19 @@ def _toml_module(path: str) -> ModuleType:
     )
 
 
-def parse_toml(text: str, path: str) -> Settings:
-    """The settings in TOML ``text`` read from ``path`` (named in errors)."""
+def load_toml(text: str, path: str) -> dict[str, Any]:
+    """TOML ``text`` read from ``path`` as a dict; a refusal names ``path``."""
     toml = _toml_module(path)
     try:
         data: dict[str, Any] = toml.loads(text)
     except toml.TOMLDecodeError as exc:
         raise ConfigSourceError(f"{path}: not valid TOML: {exc}", source=path) from None
-    return from_toml(data, path)
+    return data
+
+
+def parse_toml(text: str, path: str) -> Settings:
+    """The settings in TOML ``text`` read from ``path`` (named in errors)."""
+    return from_toml(load_toml(text, path), path)
 
 
 def read_toml(path: str) -> Settings:

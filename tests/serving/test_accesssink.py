@@ -7,6 +7,7 @@ handler) use a real server on 127.0.0.1.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -16,12 +17,19 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 
 from wsgibridge import WSGIRequestHandler, make_server
-from wsgibridge.accesslog import DEFAULT_FORMAT, AccessLogFormat, AccessRecord
+from wsgibridge.accesslog import (
+    DEFAULT_FORMAT,
+    JSON_FIELD_NAMES,
+    JSON_FORMAT,
+    AccessLogFormat,
+    AccessRecord,
+)
 from wsgibridge.serving import accesssink
 from wsgibridge.serving.accesssink import AccessSink, direct_sink, flush_all, open_sink
 
@@ -331,20 +339,6 @@ def boom(environ: dict[str, object], start_response: Callable[..., object]) -> l
     raise RuntimeError("the app failed")
 
 
-@pytest.fixture
-def access_logger() -> Iterator[logging.Logger]:
-    """``wsgibridge.access`` as the CLI sets it up, restored after."""
-    log = logging.getLogger("wsgibridge.access")
-    saved = (log.handlers[:], log.propagate, log.level)
-    log.handlers.clear()
-    log.propagate = False
-    log.setLevel(logging.INFO)
-    yield log
-    for handler in log.handlers:
-        handler.close()
-    log.handlers[:], log.propagate, log.level = saved
-
-
 @pytest.mark.parametrize("app", [hello, boom], ids=["ok", "app-raises"])
 def test_every_line_is_on_disk_when_the_stop_returns(
     tmp_path: Path, access_logger: logging.Logger, app: Callable[..., list[bytes]]
@@ -374,6 +368,65 @@ class Collect(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.records.append(record)
+
+
+def serve_once(
+    access_logger: logging.Logger, handlers: list[logging.Handler], **options: Any
+) -> None:
+    """Serve GET /x?q=1 (User-Agent "ua") once with ``handlers`` on wsgibridge.access,
+    and stop (every line written)."""
+    access_logger.handlers[:] = handlers
+    server = make_server(hello, "127.0.0.1", 0, **options)
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/x?q=1"
+        requests.get(url, headers={"User-Agent": "ua"}, timeout=5)
+    finally:
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.mark.parametrize("template", [JSON_FORMAT, DEFAULT_FORMAT, "{status}"])
+def test_a_log_record_carries_the_requests_fields_in_access(
+    access_logger: logging.Logger, template: str
+) -> None:
+    """Through logging, each record has the JSON line's object in ``access`` (the keys
+    --access-log-fields chose), whatever the line's format; LogRecord's own attributes
+    are untouched."""
+    collect = Collect()
+    serve_once(
+        access_logger,
+        [collect],
+        access_log_format=template,
+        access_log_fields=("i:Host", "-pid", "request"),
+    )
+    (record,) = collect.records
+    access = record.access  # type: ignore[attr-defined]
+    assert tuple(access) == (*[k for k in JSON_FIELD_NAMES if k != "pid"], "i:Host", "request")
+    assert access["path"] == "/x" and access["query"] == "q=1" and access["status"] == 200
+    assert access["user_agent"] == "ua" and access["request"] == "GET /x?q=1 HTTP/1.1"
+    assert access["i:Host"].startswith("127.0.0.1:")
+    assert record.process == os.getpid() and record.name == "wsgibridge.access"
+    if template == JSON_FORMAT:
+        assert json.loads(record.getMessage()) == access
+    elif template == "{status}":
+        assert record.getMessage() == "200"
+
+
+def test_a_sink_with_a_formatter_of_its_own_gets_log_records(
+    tmp_path: Path, access_logger: logging.Logger
+) -> None:
+    """A formatter set on the sink (a program's, a --log-config file's) is used: the line
+    then goes through logging, not straight to the sink."""
+    path = tmp_path / "access.log"
+    sink = open_sink(str(path))
+    access_logger.handlers[:] = [sink]
+    assert direct_sink(access_logger) is sink
+    sink.setFormatter(logging.Formatter("access: %(message)s"))
+    assert direct_sink(access_logger) is None
+    serve_once(access_logger, [sink], access_log_format="{path} {status}")
+    assert path.read_text(encoding="utf-8") == "access: /x 200\n"
 
 
 def test_a_programs_own_handler_gets_log_records(

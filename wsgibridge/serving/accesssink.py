@@ -57,15 +57,17 @@ _sinks: weakref.WeakSet[AccessSink] = weakref.WeakSet()
 class AccessSink(logging.Handler):
     """Access lines to ``stderr``, ``stdout`` (also ``-``) or a file path, written in batches.
 
-    Its formatter is ``"%(message)s"``.  Closing it writes what waits and closes
-    a file, never a standard stream.
+    Its formatter is ``"%(message)s"`` (another one, set by a program or a
+    ``--log-config`` file, is used for each line, through ``logging``).  Closing
+    it writes what waits and closes a file, never a standard stream.
     """
 
     def __init__(self, target: str = "stderr") -> None:
         if not target:
             raise ValueError("the access log target is empty (use stderr, stdout or a file path)")
         super().__init__()
-        self.setFormatter(logging.Formatter("%(message)s"))
+        self.plain = logging.Formatter("%(message)s")
+        self.setFormatter(self.plain)
         self.target = target
         #: The file's path, or None for a standard stream.
         self.path: str | None = None
@@ -255,14 +257,20 @@ def direct_sink(logger: logging.Logger) -> AccessSink | None:
     """The sink the server may write ``logger``'s lines to directly, or None for ``logging``.
 
     Direct only while the sink is the logger's one handler, nothing filters,
-    nothing propagates, and INFO is enabled: then ``logging`` would do
-    exactly what :meth:`AccessSink.write_line` does.
+    nothing propagates, the sink formats a line as its message alone, and INFO
+    is enabled: then ``logging`` would do exactly what
+    :meth:`AccessSink.write_line` does.
     """
     handlers = logger.handlers
     if len(handlers) != 1 or logger.propagate or logger.filters:
         return None
     sink = handlers[0]
-    if type(sink) is not AccessSink or sink.filters or sink.level > logging.INFO:
+    if (
+        type(sink) is not AccessSink
+        or sink.filters
+        or sink.level > logging.INFO
+        or sink.formatter is not sink.plain
+    ):
         return None
     return sink if logger.isEnabledFor(logging.INFO) else None
 

@@ -6,6 +6,15 @@ handler keeps only the connection's state and nothing of a request can leak
 into the next.  The access record of the request is made from it, and
 :class:`ExchangeLogging` (the handler's logging half) writes it, and counts
 it in the server's metrics when it has some.
+
+Through ``logging`` (a program's own handler on ``wsgibridge.access``), each
+access ``LogRecord`` carries the request's fields in one attribute,
+``access``: the dict of the JSON line's keys and values
+(:meth:`~wsgibridge.accesslog.AccessLogFormat.json_object`, whatever the
+format; ``--access-log-fields`` chooses the keys), so a JSON formatter of the
+program's own has them without parsing the message.  One attribute with a
+name no ``LogRecord`` has, so no key (``"i:Name"``, ``"time"``) can clash with
+``LogRecord``'s own attributes (``msg``, ``args``, ``process`` ...).
 """
 
 from __future__ import annotations
@@ -14,7 +23,7 @@ import logging
 import time
 from typing import Any, Protocol
 
-from ..accesslog import AccessLogFormat, AccessRecord, default_line, escape_log
+from ..accesslog import AccessLogFormat, AccessRecord, default_line, escape_log, json_text
 from ..config import Config
 from ..errors import HTTPError
 from ..http.body import InputStream
@@ -25,6 +34,9 @@ from .metrics import ServerMetrics
 
 access_log = logging.getLogger("wsgibridge.access")
 error_log = logging.getLogger("wsgibridge.error")
+
+# The LogRecord attribute with the request's fields (the JSON line's object).
+ACCESS_ATTRIBUTE = "access"
 
 
 class Exchange:
@@ -37,6 +49,7 @@ class Exchange:
         "environ",
         "error_headers",
         "head",
+        "request_id",
         "started",
         "status_code",
         "unlogged",
@@ -53,6 +66,7 @@ class Exchange:
         self.status_code = 0
         self.body_bytes = 0  # body bytes that went out
         self.error_headers: list[tuple[str, str]] = []  # a refusal's fields
+        self.request_id = ""  # with --request-id-header: set before the response goes out
         # One token until the access line is written: taken (list.pop, atomic)
         # by whoever writes it - the worker when the request ends, or the
         # stopping thread for a request cut off in the app.
@@ -90,6 +104,7 @@ class Exchange:
             response_headers=writer.sent_headers if writer is not None else self.error_headers,
             timestamp=time.time(),
             bytes_received=body.received if body is not None else 0,
+            request_id=self.request_id,
         )
 
     def default_line(self, client_address: Any, request_line: str) -> str:
@@ -207,10 +222,13 @@ class ExchangeLogging:
             sink.write_line(self.exchange.default_line(self.client_address, self.requestline))
             return
         record = self.access_record()  # a hook: a subclass may add to the record
+        access_format = server.access_format
         if sink is not None:
-            sink.write_line(server.access_format.render(record))
+            sink.write_line(access_format.render(record))
         elif logging_on:
-            access_log.info("%s", server.access_format.render(record))
+            fields = access_format.json_object(record)
+            line = json_text(fields) if access_format.is_json else access_format.render(record)
+            access_log.info("%s", line, extra={ACCESS_ATTRIBUTE: fields})
         for observer in observers:
             observer(record)
 

@@ -18,7 +18,8 @@ fresh :class:`~wsgibridge.serving.exchange.Exchange`:
 
 Subclasses customise through the collaborator attributes (``writer_class``,
 ``input_class``) and the named hooks (``open_input``, ``check_continue``,
-``send_continue``, ``make_environ``, ``log_access``), never through ``__getattr__``.
+``send_continue``, ``make_environ``, ``assign_request_id``, ``log_access``),
+never through ``__getattr__``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import logging
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from http import HTTPStatus
 from http.client import HTTPMessage
 from http.server import BaseHTTPRequestHandler
@@ -40,10 +41,12 @@ from ..accesslog import AccessLogFormat, AccessRecord, escape_log
 from ..config import Config
 from ..errors import HTTPError, PayloadTooLarge
 from ..http.body import ChunkedInput, ContentLengthInput, InputStream
-from ..http.environ import build_environ
+from ..http.environ import build_environ, environ_key
 from ..http.forwarded import apply_forwarded
 from ..http.parser import Limits, RequestHead
 from ..http.reader import SocketReader
+from ..http.requestid import ENVIRON_KEY as REQUEST_ID_KEY
+from ..http.requestid import choose_request_id, echo_request_id
 from ..http.response import (
     ResponseWriter,
     encode_head,
@@ -168,6 +171,12 @@ class WSGIRequestHandler(ConnectionStream, ExchangeLogging, BaseHTTPRequestHandl
         # TLS facts (HTTPS, SSL_CLIENT_CERT …) are the same for every request.
         self.tls_environ = tls_environ(sock) if isinstance(sock, ssl.SSLSocket) else {}
         self.health_path = config.health_path or NO_HEALTH_PATH
+        # --request-id-header: its name ("" when off: the one check per request),
+        # lower case, and its environ key.
+        self.request_id_header = name = config.request_id_header
+        if name:
+            self._request_id_lower = name.lower()
+            self._request_id_key = environ_key(name) or ""
         self._begin_request()
 
     # -- the connection loop ----------------------------------------------------------
@@ -268,6 +277,8 @@ class WSGIRequestHandler(ConnectionStream, ExchangeLogging, BaseHTTPRequestHandl
         self._take_head(head)
         exchange = self.exchange
         server = self.server
+        if self.request_id_header:
+            exchange.request_id = self.assign_request_id(head.headers)
         status = HTTPStatus.SERVICE_UNAVAILABLE if server.stop_announced else HTTPStatus.OK
         body = HEALTH_BODIES[status.value]
         headers = [
@@ -417,7 +428,27 @@ class WSGIRequestHandler(ConnectionStream, ExchangeLogging, BaseHTTPRequestHandl
         # RFC 3875 §4.1.17: "the name and version of the information server
         # software making the CGI request" (the Server header's value).
         environ["SERVER_SOFTWARE"] = self.writer_class.server_software
+        if self.request_id_header:
+            # The app sees the id that is logged and answered, under both names
+            # (a framework's request.headers reads the HTTP_ key).
+            request_id = self.exchange.request_id = self.assign_request_id(head.headers)
+            environ[REQUEST_ID_KEY] = environ[self._request_id_key] = request_id
         return environ
+
+    def assign_request_id(self, headers: Sequence[tuple[str, str]]) -> str:
+        """Hook: the id of the request with these fields (``request_id_header`` on): the
+        one it came with, from a trusted peer, or a new one (``http/requestid.py``).
+
+        Trusted as for the forwarding headers (``apply_forwarded``): the peer the
+        connection reports - after a PROXY protocol line, the client it names - is
+        in ``--forwarded-allow-ips``.  The handler keeps what this returns for the
+        environ, the response and the access line; it must be a valid field value.
+        """
+        peer = self.client_address
+        address = str(peer[0]) if isinstance(peer, tuple) else ""
+        return choose_request_id(
+            headers, self._request_id_lower, address in self.server.trusted_proxies
+        )
 
     def run_wsgi(self, head: RequestHead, body: InputStream) -> None:
         """Run the app for the parsed request and settle the connection's fate."""
@@ -479,6 +510,11 @@ class WSGIRequestHandler(ConnectionStream, ExchangeLogging, BaseHTTPRequestHandl
         Unless a subclass overrides one of those two, the same bytes are made
         here in one go (the stock methods cost a call and an encode per line).
         """
+        if self.request_id_header:
+            # In the list being sent, which is the one the access log reads.
+            echo_request_id(
+                headers, self.request_id_header, self._request_id_lower, self.exchange.request_id
+            )
         cls = type(self)
         if (
             cls.send_header is BaseHTTPRequestHandler.send_header
@@ -535,6 +571,11 @@ class WSGIRequestHandler(ConnectionStream, ExchangeLogging, BaseHTTPRequestHandl
         self.close_connection = True
         exchange = self.exchange
         exchange.status_code = status.value
+        if self.request_id_header and not exchange.request_id:
+            # A refusal gets an id too (for its response and its access line):
+            # the one it came with when its head was read, else a new one.
+            head = exchange.head
+            exchange.request_id = self.assign_request_id(head.headers if head is not None else ())
         error_log.warning(
             "%s: %d %s%s",
             self.describe_request(),

@@ -1,7 +1,8 @@
 """The process entry point: ``serve()`` - logging, signals, the descriptor limit, prefork.
 
 Rule: this is the only module that changes the process (signal handlers,
-``RLIMIT_NOFILE``, logging when the program set up none, and through
+``RLIMIT_NOFILE``, logging when the program set up none or a ``log_config``
+file is given (``logconfig.py``), and through
 ``process.py`` the directory, pid file, user and group); a server made with
 ``make_server`` or ``serve_in_thread`` never does.  One process serves with a
 :class:`~wsgibridge.serving.server.WSGIServer` in the main thread;
@@ -27,6 +28,7 @@ from .accesssink import open_sink
 from .certificates import reload_context, tls_context
 from .handler import WSGIRequestHandler
 from .listen import close_listener
+from .logconfig import apply_log_config
 from .notify import Notifier
 from .prefork import serve_prefork
 from .process import after_binding, before_binding, enter_directory, remove_pid_file
@@ -140,7 +142,11 @@ def serve(
             "reload imports the app anew in each new worker: give it as module:app"
             " on the command line, or pass loader= to serve()"
         )
-    if not _logging_configured():
+    if config.log_config:
+        # Asked for by name: applied whatever was set up before (the CLI then
+        # sets up nothing of its own).
+        apply_log_config(config.log_config)
+    elif not _logging_configured():
         # A script calling serve() sees what the command line shows: the start,
         # the access lines, the stop.  A program with its own logging keeps it.
         configure_logging(config.log_level, config.access_log_file)

@@ -113,7 +113,7 @@ class WSGIServer:
         self._tls_lock = threading.Lock()  # one reload_tls at a time
         self.url_scheme = config.url_scheme or ("https" if ssl_context else "http")
         self.trusted_proxies = TrustedProxies(config.forwarded_allow_ips)
-        self.access_format = AccessLogFormat(config.access_log_format)
+        self.access_format = AccessLogFormat(config.access_log_format, config.access_log_fields)
         # Called with an AccessRecord after every request (the pytest plugin's
         # request log uses this); add before serving, from any thread.
         self.observers: list[Callable[[AccessRecord], None]] = []
