@@ -20,12 +20,14 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from wsgibridge.cli import main
+from wsgibridge.serving.server import RETIRE_SETTLE
 
 from .conftest import ResponseReader
 from .test_serving_processes import (
@@ -174,6 +176,8 @@ def test_deadline_action_recycle_replaces_the_worker_once_its_requests_finish(
     stuck_pid = int(server.wait_for(r"APP-STARTED (\d+)")[1])
     server.wait_for(rf"worker {stuck_pid} ran a request past the deadline; asking to be replaced")
     server.wait_for(rf"worker \d+ accepts; worker {stuck_pid} retires")
+    server.wait_for(rf"worker {stuck_pid} retiring: finishing its open connections")
+    time.sleep(RETIRE_SETTLE * 4)  # past its one look for a client nobody else was woken for
     others = {int(launch.get(address).body) for _ in range(10)}
     assert stuck_pid not in others  # it no longer accepts
     response = ResponseReader(stuck).read_response()

@@ -61,8 +61,8 @@ THREAD_MARGIN = 0.1
 # How soon the main thread notices a signal while it waits for requests in flight.
 SIGNAL_LATENCY = 0.05
 # How long a retiring server waits at least, so that a worker woken for a new
-# client just before the listeners left its poller can still accept it; and
-# how often it then looks for a client nobody was woken for.
+# client just before the listeners left its poller can still accept it; then
+# it looks once for a client nobody else was woken for.
 RETIRE_SETTLE = 0.05
 
 
@@ -341,11 +341,15 @@ class WSGIServer:
         deadline = start + timeout
         changed = self.connections.changed
         table = self.connections.table
+        looked = False
         while not self._stopping:
             settled = time.monotonic() - start >= RETIRE_SETTLE
-            if settled:
+            if settled and not looked:
                 # A client whose wake-up this process got just before it left
                 # the poller would wait for the next arrival: served here.
+                # Once: a client arriving later wakes a process still
+                # accepting, and looking again would take clients from them.
+                looked = True
                 for conn in self.reactor.take_waiting():
                     self.connections.add(conn)
             with changed:
