@@ -33,6 +33,7 @@ MODULES = [
     "wsgibridge/http/proxy_protocol.py",
     "wsgibridge/http/reader.py",
     "wsgibridge/http/response.py",
+    "wsgibridge/http/static.py",
     "wsgibridge/http/trusted.py",
     "wsgibridge/serving/connection.py",
     "wsgibridge/serving/pool.py",
