@@ -364,3 +364,24 @@ def test_static_from_the_command_line_the_file_and_the_environment(appdir: Path)
 def test_a_bad_static_option_is_one_line(appdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     line = run_err(capsys, ["--static", "staticfiles", "cfg_target_app:app"])
     assert "static: 'staticfiles' is not URL_PREFIX=DIRECTORY" in line
+
+
+def test_a_missing_static_directory_stops_the_start_with_exit_2(appdir: Path) -> None:
+    """The real serve(): the directory is looked for before anything listens (after --chdir)."""
+    (appdir / "sub").mkdir()
+    (appdir / "sub" / "here").mkdir()
+    env = {**os.environ, "PYTHONPATH": str(appdir)}
+    command = [sys.executable, "-m", "wsgibridge", "--port", "0", "cfg_target_app:app"]
+    done = subprocess.run(
+        [*command, "--chdir", "sub", "--static", "/static=missing"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+        cwd=appdir,
+    )
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert "wsgibridge: error: static: the directory 'missing' of /static" in lines[0]
+    assert str(appdir / "sub" / "missing") in lines[0]  # relative to --chdir

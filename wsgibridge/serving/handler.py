@@ -19,6 +19,8 @@ fresh :class:`~wsgibridge.serving.exchange.Exchange`:
 Subclasses customise through the collaborator attributes (``writer_class``,
 ``input_class``) and the named hooks (``open_input``, ``check_continue``,
 ``send_continue``, ``make_environ``, ``log_access``), never through ``__getattr__``.
+A target under a ``--static`` mount (or the health path) is answered by the
+server before step 2, the app not called (``staticfiles.py``).
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ from ..http.response import (
 from ..http.trusted import TrustedProxies
 from .exchange import Exchange, ExchangeLogging
 from .metrics import ServerMetrics
+from .staticfiles import StaticFiles
+from .staticfiles import answer as answer_static
 from .stream import ConnectionStream
 from .tls import tls_environ
 
@@ -168,6 +172,8 @@ class WSGIRequestHandler(ConnectionStream, ExchangeLogging, BaseHTTPRequestHandl
         # TLS facts (HTTPS, SSL_CLIENT_CERT …) are the same for every request.
         self.tls_environ = tls_environ(sock) if isinstance(sock, ssl.SSLSocket) else {}
         self.health_path = config.health_path or NO_HEALTH_PATH
+        # --static: the mounts the server answers before the app (None: none).
+        self.static: StaticFiles | None = getattr(self.server, "static", None)
         self._begin_request()
 
     # -- the connection loop ----------------------------------------------------------
@@ -224,6 +230,13 @@ class WSGIRequestHandler(ConnectionStream, ExchangeLogging, BaseHTTPRequestHandl
         if self.server.observers:
             self.server.note_request()
         self._take_head(head)
+        static = self.static
+        if static is not None:
+            mounted = static.match(head.target)
+            if mounted is not None:
+                answer_static(self, head, static, *mounted)
+                self._idle_since = time.monotonic()
+                return
         try:
             body = self.open_input(head)
         except HTTPError as exc:
