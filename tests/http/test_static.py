@@ -53,6 +53,8 @@ def field(result: Plan, name: str) -> str | None:
         ("a%20b.txt", b"a b.txt"),
         ("a..b.txt", b"a..b.txt"),
         ("%25.txt", b"%.txt"),  # decoded once: %25 is a literal %, never decoded again
+        ("%252e%252e/x", b"%2e%2e/x"),
+        ("caf\xc3\xa9%20x", "café x".encode()),  # raw bytes (as latin-1) beside an escape
     ],
 )
 def test_a_plain_name_is_decoded_once(rest: str, name: bytes) -> None:

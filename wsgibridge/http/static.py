@@ -46,7 +46,10 @@ def file_name(rest: str) -> bytes:
     lowered = rest.lower()
     if "%2f" in lowered or "%5c" in lowered:
         raise NotFound("an encoded slash in a static file's name")
-    name = unquote_to_bytes(rest) if "%" in rest else rest.encode("latin-1")
+    # The target's str holds its bytes as latin-1 code points (PEP 3333's
+    # "bytes as latin-1"): back to those bytes, then the escapes decoded.
+    raw = rest.encode("latin-1")
+    name = unquote_to_bytes(raw) if "%" in rest else raw
     for byte in name:
         if byte in _REFUSED_BYTES:
             raise NotFound("a control character or backslash in a static file's name")
