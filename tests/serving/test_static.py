@@ -303,22 +303,45 @@ def test_an_absolute_form_target_is_checked_the_same(
 # -- the wire ---------------------------------------------------------------------------
 
 
+def open_under(directory: Path) -> list[str]:
+    """The files under ``directory`` this process (server and clients) has open."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue  # closed meanwhile (the listdir's own descriptor)
+        if target.startswith(str(directory)):
+            found.append(target)
+    return found
+
+
 def test_a_mebibyte_byte_exact_and_no_descriptor_left_open(
     serve: ServerFactory, app: Recorder, site: Path
 ) -> None:
     server = start(serve, app, site)
     with requests.Session() as session:
-        session.get(url(server, "/static/css/site.css"), timeout=5)  # warm up the pool
-        before = len(os.listdir("/proc/self/fd"))
         for _ in range(5):
             response = session.get(url(server, "/static/big.bin"), timeout=5)
             assert response.content == BIG
             assert session.get(url(server, "/static/fifo"), timeout=5).status_code == 404
             assert session.get(url(server, "/static/css"), timeout=5).status_code == 404
             assert session.head(url(server, "/static/big.bin"), timeout=5).status_code == 200
+            ranged = session.get(
+                url(server, "/static/big.bin"), headers={"Range": "bytes=-1"}, timeout=5
+            )
+            assert ranged.content == BIG[-1:]
             assert session.post(url(server, "/static/big.bin"), timeout=5).status_code == 405
-        after = len(os.listdir("/proc/self/fd"))
-    assert after == before
+            # Each answer is sent (and its file closed) before the next request is read.
+            assert open_under(site) == []
+        mtime = (site / "big.bin").stat().st_mtime_ns
+        etag = f'"{len(BIG):x}-{mtime:x}"'
+        fresh = session.get(
+            url(server, "/static/big.bin"), headers={"If-None-Match": etag}, timeout=5
+        )
+        assert fresh.status_code == 304
+        assert session.get(url(server, "/static/nope"), timeout=5).status_code == 404
+        assert open_under(site) == []
 
 
 def test_a_mebibyte_over_tls(
