@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import ssl
+import stat
 import subprocess
 from email.utils import formatdate
 from pathlib import Path
@@ -453,3 +454,17 @@ def test_a_socket_file_is_not_served(serve: ServerFactory, app: Recorder, site: 
         assert raw_get(server, b"/static/sock")[0] == 404
     finally:
         listener.close()
+
+
+def test_a_device_inside_the_directory_is_not_served(
+    serve: ServerFactory, app: Recorder, site: Path
+) -> None:
+    """The fstat check, not the realpath one: /dev/null's own device node, made inside."""
+    try:
+        os.mknod(site / "zero", 0o600 | stat.S_IFCHR, os.makedev(1, 5))
+    except PermissionError:
+        pytest.skip("making a device node needs root")
+    server = start(serve, app, site)
+    status, body = raw_get(server, b"/static/zero")
+    assert (status, body) == (404, b"404 Not Found\n")
+    assert requests.get(url(server, "/static/css/site.css"), timeout=5).content == CSS
