@@ -34,6 +34,7 @@ MODULES = [
     "wsgibridge/http/reader.py",
     "wsgibridge/http/requestid.py",
     "wsgibridge/http/response.py",
+    "wsgibridge/http/static.py",
     "wsgibridge/http/trusted.py",
     "wsgibridge/serving/connection.py",
     "wsgibridge/serving/pool.py",
@@ -50,6 +51,8 @@ EXCLUDED = {
     "non-native, and mypyc crashes on the closure in its run_wsgi",
     "wsgibridge/serving/stream.py": "ConnectionStream, the handler's mixin, would turn the "
     "handler's attributes (rfile, connection...) into typed slots, for no measured gain",
+    "wsgibridge/serving/staticfiles.py": "on a request's path only with --static (off by "
+    "default), and its time goes to realpath, open and sendfile, not to Python",
     "wsgibridge/metrics.py": "counts a request only with --metrics-bind (off by default); "
     "about 1 us per request interpreted, not yet measured compiled",
     "wsgibridge/serving/metrics.py": "on a request's path only with --metrics-bind (off by "

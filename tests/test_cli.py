@@ -384,6 +384,17 @@ def test_module_entry_point_reports_import_error(argv: list[str], tmp_path: Path
         {"url_prefix": "/app/"},
         {"log_level": "loud"},
         {"max_drain_bytes": -1},
+        {"static": ("static",)},  # no PREFIX=
+        {"static": ("static=dir",)},  # the prefix must start with /
+        {"static": ("/=dir",)},  # the whole site is the app's
+        {"static": ("/static=",)},
+        {"static": ("/a b=dir",)},
+        {"static": ("/a%2f=dir",)},
+        {"static": ("/a?b=dir",)},
+        {"static": ("/s=a", "/s/=b")},  # one prefix twice
+        {"static": (("/s", "a", "b"),)},
+        {"static": 3},
+        {"static_cache_control": "public\r\nSet-Cookie: x"},
         # NaN passes "<= 0"; a NaN or infinite timeout would fail only at run time.
         {"keepalive_timeout": float("nan")},
         {"read_timeout": float("inf")},
@@ -394,6 +405,18 @@ def test_module_entry_point_reports_import_error(argv: list[str], tmp_path: Path
 def test_config_validation(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         Config(**kwargs)
+
+
+def test_static_mounts_from_a_mapping_pairs_or_strings() -> None:
+    """Config.static is (prefix, directory) pairs, however the API gives them."""
+    make: Any = Config  # the annotation names the pairs; the others are converted
+    expected = (("/static", "staticfiles"), ("/media", "up=loads"))
+    assert make(static={"/static": "staticfiles", "/media/": "up=loads"}).static == expected
+    assert make(static=[("/static", "staticfiles"), ["/media", "up=loads"]]).static == expected
+    assert make(static=("/static=staticfiles", "/media=up=loads")).static == expected
+    assert make(static="/static=staticfiles").static == expected[:1]
+    assert Config().static == ()
+    assert Config().static_cache_control == "public, max-age=3600"
 
 
 def test_config_is_frozen_and_replace_validates() -> None:

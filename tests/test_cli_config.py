@@ -436,3 +436,42 @@ def test_the_readme_config_example_is_read_as_it_says(
     assert override.threads == 2
     from_env = served(["--config", path, "cfg_target_app:app"], {"WSGIBRIDGE_THREADS": "9"})
     assert from_env.threads == 9
+
+
+def test_static_from_the_command_line_the_file_and_the_environment(appdir: Path) -> None:
+    """--static is repeatable; the file gives it as a table, WSGIBRIDGE_STATIC as a list."""
+    argv = ["--static", "/static=staticfiles", "--static", "/media/=up", "cfg_target_app:app"]
+    config = served([*argv, "--static-cache-control", "no-cache"])
+    assert config.static == (("/static", "staticfiles"), ("/media", "up"))
+    assert config.static_cache_control == "no-cache"
+    path = write(appdir / "static.toml", 'static = {"/static" = "staticfiles"}\n')
+    assert served(["--config", path, "cfg_target_app:app"]).static == (("/static", "staticfiles"),)
+    environ = {"WSGIBRIDGE_STATIC": "/s=a,/t=b"}
+    from_env = served(["--config", path, "cfg_target_app:app"], environ)
+    assert from_env.static == (("/s", "a"), ("/t", "b"))
+
+
+def test_a_bad_static_option_is_one_line(appdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    line = run_err(capsys, ["--static", "staticfiles", "cfg_target_app:app"])
+    assert "static: 'staticfiles' is not URL_PREFIX=DIRECTORY" in line
+
+
+def test_a_missing_static_directory_stops_the_start_with_exit_2(appdir: Path) -> None:
+    """The real serve(): the directory is looked for before anything listens (after --chdir)."""
+    (appdir / "sub").mkdir()
+    (appdir / "sub" / "here").mkdir()
+    env = {**os.environ, "PYTHONPATH": str(appdir)}
+    command = [sys.executable, "-m", "wsgibridge", "--port", "0", "cfg_target_app:app"]
+    done = subprocess.run(
+        [*command, "--chdir", "sub", "--static", "/static=missing"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+        cwd=appdir,
+    )
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert "wsgibridge: error: static: the directory 'missing' of /static" in lines[0]
+    assert str(appdir / "sub" / "missing") in lines[0]  # relative to --chdir

@@ -60,7 +60,7 @@ def refusal(text: str) -> str:
 def test_every_field_has_a_file_and_environment_form() -> None:
     """A new Config field of a type no file can give fails here, not in a user's file."""
     bases = {field_kind(field).base for field in config_fields()}
-    assert bases <= {"bool", "int", "float", "str", "tuple"}
+    assert bases <= {"bool", "int", "float", "str", "tuple", "mounts"}
 
 
 def test_a_field_of_another_type_is_refused_by_name() -> None:
@@ -116,6 +116,17 @@ def test_each_type_from_toml() -> None:
         "url_scheme": "https",
     }
     assert type(got["read_timeout"]) is float
+
+
+def test_static_mounts_from_a_table_or_strings() -> None:
+    mounts = (("/static", "staticfiles"), ("/media", "m"))
+    table = values('static = {"/static" = "staticfiles", "/media" = "m"}')
+    assert Config(**table).static == mounts
+    strings = values('static = ["/static=staticfiles", "/media=m"]')
+    assert Config(**strings).static == mounts
+    assert Config(**values('static = "/static=staticfiles"')).static == mounts[:1]
+    assert "key 'static': must be a table of strings" in refusal('static = {"/static" = 1}')
+    assert "must be an array of strings" in refusal("static = 3")
 
 
 def test_a_repeatable_option_takes_one_string_or_none() -> None:
@@ -217,6 +228,12 @@ def test_a_key_given_twice_is_refused() -> None:
 def test_a_value_config_refuses_names_the_key_and_the_file(text: str, line: str) -> None:
     """Config's own checks (``__post_init__``), blamed on the setting they are about."""
     assert refusal(text).startswith(line)
+
+
+def test_a_bad_static_mount_names_the_key_and_the_file() -> None:
+    with pytest.raises(ConfigSourceError) as caught:
+        resolve(parse_toml('static = ["static=dir"]', PATH))
+    assert str(caught.value).startswith(f"{PATH}: key 'static': static: the prefix must")
 
 
 def test_a_value_needing_another_from_a_later_layer_is_fine() -> None:
@@ -325,6 +342,12 @@ def test_each_type_from_the_environment() -> None:
         "read_timeout": 2.5,
         "certfile": "c.pem",
     }
+
+
+def test_static_mounts_from_the_environment() -> None:
+    got = env_values(static="/static=staticfiles, /media=m", static_cache_control="no-cache")
+    assert Config(**got).static == (("/static", "staticfiles"), ("/media", "m"))
+    assert got["static_cache_control"] == "no-cache"
 
 
 def test_variables_that_name_no_field_are_ignored() -> None:
@@ -451,8 +474,11 @@ def test_every_kind_of_setting_reads_back_the_same() -> None:
         url_prefix="/\u00e9t\u00e9",
         url_scheme="https",
         log_level="debug",
+        static=(("/static", 'a "quoted" dir'), ("/m", "x=y")),
+        static_cache_control="",
     )
     text = to_toml(config)
+    assert 'static = {"/static" = "a \\"quoted\\" dir", "/m" = "x=y"}\n' in text
     assert "unix_socket_mode = 0o600\n" in text
     assert "keyfile" not in text  # None: left out
     assert reread(config) == config

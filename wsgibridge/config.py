@@ -259,6 +259,25 @@ class Config:
             choices=("", "http", "https"),
         ),
     )
+    # -- static files ---------------------------------------------------------------------
+    static: tuple[tuple[str, str], ...] = field(
+        default=(),
+        metadata=_opt(
+            "Serve the files under DIRECTORY at URL_PREFIX, before the app (GET/HEAD,"
+            " ETag/304, Range); any other path under the prefix gets 404, never the app."
+            " A relative DIRECTORY is relative to --chdir.",
+            metavar="URL_PREFIX=DIRECTORY",
+        ),
+    )
+    static_cache_control: str = field(
+        default="public, max-age=3600",
+        metadata=_opt(
+            "Cache-Control of every --static answer (empty: none); names with a content"
+            " hash (Django's ManifestStaticFilesStorage) can take"
+            " 'public, max-age=31536000, immutable'.",
+            metavar="VALUE",
+        ),
+    )
     # -- errors and logging ---------------------------------------------------------------
     expose_tracebacks: bool = field(
         default=False,
@@ -426,6 +445,9 @@ class Config:
         prefix = self.url_prefix
         if prefix and (not prefix.startswith("/") or prefix.endswith("/")):
             raise ValueError(f"url_prefix must start with '/' and not end with '/', not {prefix!r}")
+        object.__setattr__(self, "static", static_mounts(self.static))
+        if not self.static_cache_control.isprintable():
+            raise ValueError("static_cache_control must be printable text (no line breaks)")
         if self.url_scheme not in ("", "http", "https"):
             raise ValueError(f"url_scheme must be http or https, not {self.url_scheme!r}")
         # "a,b" and ("a", "b") are the same: an option given once can list them all.
@@ -477,6 +499,51 @@ class Config:
     def replace(self, **changes: Any) -> Config:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
+
+
+def static_mounts(value: object) -> tuple[tuple[str, str], ...]:
+    """``static`` as (prefix, directory) pairs, from a mapping, pairs or ``PREFIX=DIR`` strings.
+
+    A prefix starts with ``/``; a trailing ``/`` is dropped (``/static/`` is
+    ``/static``); it is not ``/`` alone (the app would get nothing) and holds
+    no ``%``, ``?``, ``#``, space or control character (it is matched against the
+    request target as sent).  A prefix is given once.  The directory is not
+    looked at here (a ``Config`` has no side effects): the server refuses
+    one that is missing when it starts.
+    """
+    if isinstance(value, str):
+        value = (value,)
+    items = list(value.items()) if isinstance(value, dict) else value
+    if not isinstance(items, (list, tuple)):
+        raise ValueError(f"static must be a mapping or a sequence of PREFIX=DIR, not {value!r}")
+    mounts: list[tuple[str, str]] = []
+    for item in items:
+        if isinstance(item, str):
+            prefix, equals, directory = item.partition("=")
+            if not equals:
+                raise ValueError(f"static: {item!r} is not URL_PREFIX=DIRECTORY")
+        elif isinstance(item, (list, tuple)) and len(item) == 2:
+            prefix, directory = item
+        else:
+            raise ValueError(f"static: {item!r} is not a (prefix, directory) pair")
+        if not isinstance(prefix, str) or not isinstance(directory, str):
+            raise ValueError(f"static: {item!r} is not a pair of strings")
+        prefix = prefix.strip()
+        if not prefix.startswith("/") or prefix.rstrip("/") == "":
+            raise ValueError(
+                f"static: the prefix must start with '/' and not be '/', not {prefix!r}"
+            )
+        prefix = prefix.rstrip("/")
+        if not prefix.isprintable() or any(char in prefix for char in " %?#\\"):
+            raise ValueError(
+                f"static: the prefix {prefix!r} must be a plain path (no %, ?, #, spaces)"
+            )
+        if not directory:
+            raise ValueError(f"static: no directory for the prefix {prefix!r}")
+        if any(prefix == seen for seen, _ in mounts):
+            raise ValueError(f"static: the prefix {prefix!r} is given twice")
+        mounts.append((prefix, directory))
+    return tuple(mounts)
 
 
 def config_fields() -> tuple[dataclasses.Field[Any], ...]:

@@ -16,7 +16,9 @@ Python 3.11+; on 3.10 the ``tomli`` package if it is installed, else a clear
 refusal).  Keys are top-level, each a field name written with ``_`` or ``-``.
 A bool is a TOML boolean; an int an integer (not a boolean); a float an
 integer or a float; text a string; a repeatable option (a ``tuple`` field)
-an array of strings, or one string; a file mode (``octal`` metadata) an
+an array of strings, or one string; the static mounts (``static``) a table
+of prefixes to directories (``{"/static" = "staticfiles"}``) or an array of
+``"PREFIX=DIR"`` strings; a file mode (``octal`` metadata) an
 integer (write ``0o660``) or an octal string (``"660"``, ``"0o660"``).  TOML
 has no null: a field that is unset (``None``) is left out of the file.
 
@@ -24,8 +26,9 @@ The environment: ``WSGIBRIDGE_<FIELD>`` in upper case, converted as the
 command line converts the option's text: ``int``, ``float`` and octal as
 there; a bool is one of ``1``/``0``, ``true``/``false``, ``yes``/``no``,
 ``on``/``off`` in any case; a repeatable option's items are separated by
-commas (spaces around an item are dropped, empty items too).  A variable that
-names no field is ignored: the prefix is shared with the build
+commas (spaces around an item are dropped, empty items too); the static
+mounts are such a list of ``PREFIX=DIR`` items (``/static=staticfiles,/media=m``).
+A variable that names no field is ignored: the prefix is shared with the build
 (``WSGIBRIDGE_COMPILE``) and its tests, and an app may use it for its own
 settings.
 """
@@ -81,7 +84,7 @@ class FieldKind:
     """What one Config field holds, read from its annotation and metadata."""
 
     name: str
-    base: str  # "bool", "int", "float", "str" or "tuple" (of str)
+    base: str  # "bool", "int", "float", "str", "tuple" (of str) or "mounts" (of pairs)
     optional: bool  # ``X | None``: unset is None, which TOML cannot write
     octal: bool  # an int written in octal (a file mode)
     choices: tuple[str, ...] | None
@@ -105,6 +108,8 @@ def field_kind(field: dataclasses.Field[Any]) -> FieldKind:
     base = rest[0] if len(rest) == 1 else text
     if base == "tuple[str, ...]":
         base = "tuple"
+    elif base == "tuple[tuple[str, str], ...]":
+        base = "mounts"
     elif base not in _BASES:
         raise TypeError(f"Config.{field.name}: no config-file form for the type {text!r}")
     choices = field.metadata.get("choices")
@@ -221,7 +226,11 @@ def _toml_to_field(kind: FieldKind, value: Any) -> Any:
         if isinstance(value, str):
             return value
         raise _Refused(f"must be a string, not {_show(value)}")
-    # a tuple of strings
+    if kind.base == "mounts" and isinstance(value, dict):
+        if all(isinstance(item, str) for item in value.values()):
+            return tuple(value.items())
+        raise _Refused(f"must be a table of strings or an array of strings, not {_show(value)}")
+    # a tuple of strings (for mounts: PREFIX=DIR, which Config splits)
     if isinstance(value, str):
         return (value,)
     if isinstance(value, list) and all(isinstance(item, str) for item in value):
@@ -489,7 +498,12 @@ def to_toml(config: Config, origins: Mapping[str, Origin] | None = None) -> str:
         value = getattr(config, field.name)
         if value is None:
             continue
-        line = f"{field.name} = {toml_value(value, octal=field_kind(field).octal)}"
+        kind = field_kind(field)
+        if kind.base == "mounts":
+            pairs = ", ".join(f"{toml_string(key)} = {toml_string(item)}" for key, item in value)
+            line = f"{field.name} = {{{pairs}}}"
+        else:
+            line = f"{field.name} = {toml_value(value, octal=kind.octal)}"
         origin = origins.get(field.name)
         if origin is not None:
             line += f"  # {origin.describe()}"

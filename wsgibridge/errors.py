@@ -6,6 +6,8 @@
      ├── HTTPError                  the peer broke HTTP; ``status`` says how to answer
      │    ├── BadRequest            400
      │    │    └── IncompleteMessage    the connection closed mid-line
+     │    ├── NotFound              404
+     │    ├── MethodNotAllowed      405
      │    ├── PayloadTooLarge       413
      │    ├── RequestTimeout        408
      │    ├── URITooLong            414
@@ -64,6 +66,18 @@ class BadRequest(HTTPError):
 
 class IncompleteMessage(BadRequest):
     """The connection closed in the middle of a request line, field line or chunk line."""
+
+
+class NotFound(HTTPError):
+    """No static file by that name (``--static``): the name is refused or names no file."""
+
+    status = HTTPStatus.NOT_FOUND
+
+
+class MethodNotAllowed(HTTPError):
+    """A method other than GET or HEAD on a static file; ``headers`` carry ``Allow``."""
+
+    status = HTTPStatus.METHOD_NOT_ALLOWED
 
 
 class PayloadTooLarge(HTTPError):

@@ -20,6 +20,8 @@ Subclasses customise through the collaborator attributes (``writer_class``,
 ``input_class``) and the named hooks (``open_input``, ``check_continue``,
 ``send_continue``, ``make_environ``, ``assign_request_id``, ``log_access``),
 never through ``__getattr__``.
+A target under a ``--static`` mount (or the health path) is answered by the
+server before step 2, the app not called (``staticfiles.py``).
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ from ..http.response import (
 from ..http.trusted import TrustedProxies
 from .exchange import Exchange, ExchangeLogging
 from .metrics import ServerMetrics
+from .staticfiles import StaticFiles
+from .staticfiles import answer as answer_static
 from .stream import ConnectionStream
 from .tls import tls_environ
 
@@ -177,6 +181,8 @@ class WSGIRequestHandler(ConnectionStream, ExchangeLogging, BaseHTTPRequestHandl
         if name:
             self._request_id_lower = name.lower()
             self._request_id_key = environ_key(name) or ""
+        # --static: the mounts the server answers before the app (None: none).
+        self.static: StaticFiles | None = getattr(self.server, "static", None)
         self._begin_request()
 
     # -- the connection loop ----------------------------------------------------------
@@ -233,6 +239,13 @@ class WSGIRequestHandler(ConnectionStream, ExchangeLogging, BaseHTTPRequestHandl
         if self.server.observers:
             self.server.note_request()
         self._take_head(head)
+        static = self.static
+        if static is not None:
+            mounted = static.match(head.target)
+            if mounted is not None:
+                answer_static(self, head, static, *mounted)
+                self._idle_since = time.monotonic()
+                return
         try:
             body = self.open_input(head)
         except HTTPError as exc:

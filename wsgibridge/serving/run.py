@@ -34,6 +34,7 @@ from .prefork import serve_prefork
 from .process import after_binding, before_binding, enter_directory, remove_pid_file
 from .scrape import open_metrics_listeners
 from .server import WSGIServer, build_config, open_listeners
+from .staticfiles import StaticFiles
 
 log = logging.getLogger("wsgibridge.server")
 
@@ -137,6 +138,7 @@ def serve(
     """
     config = build_config(config, host, port, options)
     config = enter_directory(config)  # --chdir (the CLI did it before importing the app)
+    StaticFiles.from_config(config)  # a missing --static directory: said before anything binds
     if config.reload and loader is None:
         raise ValueError(
             "reload imports the app anew in each new worker: give it as module:app"

@@ -50,6 +50,7 @@ from .pool import WorkerPool
 from .reactor import Reactor
 from .readiness import HAS_EPOLL, ready_source
 from .scrape import MetricsEndpoint, MetricsThread, open_metrics_listeners
+from .staticfiles import StaticFiles
 from .stream import prepare_listener
 from .watchdog import RequestWatchdog
 
@@ -112,6 +113,9 @@ class WSGIServer:
         self.ssl_context = ssl_context
         self._tls_lock = threading.Lock()  # one reload_tls at a time
         self.url_scheme = config.url_scheme or ("https" if ssl_context else "http")
+        # --static: resolved now, before a socket is bound (a missing directory
+        # is a ConfigError); the handlers answer under these prefixes themselves.
+        self.static = StaticFiles.from_config(config)
         self.trusted_proxies = TrustedProxies(config.forwarded_allow_ips)
         self.access_format = AccessLogFormat(config.access_log_format, config.access_log_fields)
         # Called with an AccessRecord after every request (the pytest plugin's
