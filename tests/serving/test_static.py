@@ -91,6 +91,22 @@ def test_a_file_with_its_type_length_and_validators(
     assert accented.content == b"accent\n"
 
 
+def test_a_static_answer_carries_a_request_id_too(
+    serve: ServerFactory, app: Recorder, site: Path
+) -> None:
+    """With ``--request-id-header``, a file (and a 404 under the prefix) gets an id like
+    an app's response: the trusted one it came with, else a new one."""
+    server = start(serve, app, site, request_id_header="X-Request-ID")
+    kept = requests.get(
+        url(server, "/static/css/site.css"), headers={"X-Request-ID": "abc-1"}, timeout=5
+    )
+    assert kept.status_code == 200 and kept.headers["X-Request-ID"] == "abc-1"
+    missing = requests.get(url(server, "/static/nothing.css"), timeout=5)
+    assert missing.status_code == 404
+    assert len(missing.headers["X-Request-ID"]) == 32
+    assert app.calls == []
+
+
 def test_head_has_the_fields_and_no_body_and_keeps_the_connection(
     serve: ServerFactory, app: Recorder, site: Path
 ) -> None:

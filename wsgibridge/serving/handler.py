@@ -243,6 +243,8 @@ class WSGIRequestHandler(ConnectionStream, ExchangeLogging, BaseHTTPRequestHandl
         if static is not None:
             mounted = static.match(head.target)
             if mounted is not None:
+                if self.request_id_header:  # for the response and the access line
+                    self.exchange.request_id = self.assign_request_id(head.headers)
                 answer_static(self, head, static, *mounted)
                 self._idle_since = time.monotonic()
                 return
