@@ -142,5 +142,5 @@ def test_the_self_contained_blocks_run(tmp_path: Path, name: str) -> None:
 
 def test_the_pytest_block_passes(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_readme_block=block_with(MARKERS["pytest"]))
-    result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider", "-p", "no:django")
     result.assert_outcomes(passed=3)
