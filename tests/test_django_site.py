@@ -278,7 +278,7 @@ def browser() -> Iterator[object]:
 @needs_chromium
 @needs_playwright
 def test_browser_admin_login_add_and_upload(browser: object, site: Site) -> None:
-    from playwright.sync_api import Browser
+    from playwright.sync_api import Browser, FilePayload
 
     assert isinstance(browser, Browser)
     context = browser.new_context()
@@ -301,7 +301,7 @@ def test_browser_admin_login_add_and_upload(browser: object, site: Site) -> None
         page.fill("#id_title", "uploaded in chromium")
         page.set_input_files(
             "#id_attachment",
-            files=[{"name": "photo.bin", "mimeType": "application/octet-stream", "buffer": data}],
+            files=FilePayload(name="photo.bin", mimeType="application/octet-stream", buffer=data),
         )
         page.click("#new-note button[type=submit]")
         page.wait_for_selector("#attachment")
