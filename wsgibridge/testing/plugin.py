@@ -1,8 +1,12 @@
 """The pytest plugin: live wsgibridge servers as fixtures (registered via ``pytest11``).
 
 Installing wsgibridge is enough; ``-p no:wsgibridge`` turns the plugin off
-(for instance beside pytest-django or pytest-flask, which also define a
-``live_server``).
+(for instance beside pytest-flask, which also defines a ``live_server``).
+pytest-django, when installed, claims every test using a fixture named
+``live_server`` - this one too - and skips it without Django settings:
+``-p no:django`` where Django is not used; in a Django project, a conftest
+fixture puts pytest-django's own ``live_server`` on wsgibridge
+(``wsgibridge.testing.django``).
 
 * ``wsgi_server(app, **options)`` - a factory: each call starts a server on
   127.0.0.1, port 0, and returns it (``.url``, ``.host``, ``.port``,
