@@ -27,7 +27,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,43 +38,22 @@ from examples import admin_panel
 from examples.admin_panel import AdminPanel, JobLoop, start_panel
 from wsgibridge import BackgroundServer
 
+from .browser import launched_browser, needs_chromium, needs_playwright, wait_for
+
 try:
-    from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
+    from playwright.sync_api import Browser, ConsoleMessage, Page
     from playwright.sync_api import Request as PlaywrightRequest
     from playwright.sync_api import Response as PlaywrightResponse
-
-    HAVE_PLAYWRIGHT = True
-except ImportError:  # the test extra installs it
-    HAVE_PLAYWRIGHT = False
+except ImportError:  # the test extra installs it (tests/browser.py skips without it)
+    pass
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "examples" / "admin_panel.py"
 STATIC = ROOT / "examples" / "admin_static"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-proxy-server",
-    # A stand-in for DNS rebinding: this name resolves to 127.0.0.1, without any DNS.
-    "--host-resolver-rules=MAP evil.example 127.0.0.1",
-]
 TIMEOUT = 5.0
 TOKEN = "test-token-0123456789abcdef"
 URL_LINE = re.compile(r"admin panel: (http://127\.0\.0\.1:(\d+)/\?token=([A-Za-z0-9_-]+))")
 CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
-
-needs_chromium = pytest.mark.skipif(
-    not os.access(CHROMIUM, os.X_OK), reason="chromium not installed: .ci/run installs it"
-)
-needs_playwright = pytest.mark.skipif(
-    not HAVE_PLAYWRIGHT, reason="playwright not installed: the test extra installs it"
-)
 
 pytestmark = pytest.mark.integration  # cross-cutting: run or skip as a group
 
@@ -187,16 +166,6 @@ def csrf_token(page_html: str) -> str:
     match = CSRF_FIELD.search(page_html)
     assert match is not None, page_html
     return match.group(1)
-
-
-def wait_for(
-    predicate: Callable[[], bool], timeout: float = TIMEOUT, what: str = "a condition"
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)
 
 
 def assert_security_headers(headers: Mapping[str, str], cache: str = "no-store") -> None:
@@ -570,25 +539,9 @@ def test_loopback_only() -> None:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    """Debian's Chromium, headless, driven by Playwright (its own temporary profile
-    directory, removed on close); one per module, a fresh context per test."""
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip("chromium not installed: .ci/run installs it")
-    if not HAVE_PLAYWRIGHT:
-        pytest.skip("playwright not installed: the test extra installs it")
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=30_000
-        )
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-    # Playwright's helper thread ends with it.
-    wait_for(
-        lambda: not [t for t in threading.enumerate() if t.name.startswith("asyncio-")],
-        what="playwright's threads",
-    )
+    """Debian's Chromium (tests/browser.py); one per module, a fresh context per test."""
+    with launched_browser() as chromium:
+        yield chromium
 
 
 @dataclass

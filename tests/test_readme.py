@@ -14,6 +14,7 @@ import pytest
 from wsgibridge.cli import build_parser
 
 from .conftest import ResponseReader
+from .importroot import IMPORT_ROOT
 from .test_serving_processes import ServerProcess
 
 pytestmark = pytest.mark.integration  # cross-cutting: run or skip as a group
@@ -67,6 +68,8 @@ MARKERS = {
     "background": "with serve_in_thread(app) as server:",
     "pytest": "def test_home(live_server):",
     "webtest": "server = StopableWSGIServer.create(app)",
+    "django-testcase": "server_thread_class = LiveServerThread  # was Django's, on wsgiref",
+    "pytest-django": "server.thread = LiveServerThread.replacing(server.thread)",
 }
 
 
@@ -142,5 +145,57 @@ def test_the_self_contained_blocks_run(tmp_path: Path, name: str) -> None:
 
 def test_the_pytest_block_passes(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_readme_block=block_with(MARKERS["pytest"]))
-    result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider", "-p", "no:django")
     result.assert_outcomes(passed=3)
+
+
+# -- the Django blocks, with the example site (examples/django_site) -----------------------
+
+SITE = Path(__file__).parent.parent / "examples" / "django_site"
+
+
+def test_the_django_testcase_block_passes_under_djangos_runner(tmp_path: Path) -> None:
+    pytest.importorskip("django", reason="the test extra installs Django")
+    from .testing.test_django import django_test
+
+    write(tmp_path, "readme_live.py", block_with(MARKERS["django-testcase"]))
+    done = django_test(tmp_path, "readme_live")
+    assert done.returncode == 0, done.stderr
+    assert "Ran 1 test" in done.stderr, done.stderr
+
+
+PYTEST_DJANGO_TESTS = """
+import requests
+
+from notes.models import Note
+
+
+def test_pages_over_one_connection(live_server):
+    with requests.Session() as http:
+        http.trust_env = False
+        assert http.get(live_server.url + "/").status_code == 200
+        assert http.get(live_server.url + "/admin/login/").status_code == 200
+    assert [r.path for r in live_server.thread.requests][-2:] == ["/", "/admin/login/"]
+    assert type(live_server.thread).__module__ == "wsgibridge.testing.django"
+
+
+def test_the_live_server_sees_the_test_database(live_server):
+    Note.objects.create(title="made by the test")
+    page = requests.get(live_server.url + "/", timeout=5)
+    assert "made by the test" in page.text
+"""
+
+
+def test_the_pytest_django_block_moves_live_server_onto_wsgibridge(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("pytest_django", reason="the test extra installs pytest-django")
+    pytester.makeconftest(block_with(MARKERS["pytest-django"]))
+    pytester.makepyfile(test_site=PYTEST_DJANGO_TESTS)
+    monkeypatch.setenv("PYTHONPATH", f"{SITE}:{IMPORT_ROOT}")
+    monkeypatch.setenv("DJANGO_SITE_DB", str(pytester.path / "db.sqlite3"))
+    monkeypatch.delenv("DJANGO_SETTINGS_MODULE", raising=False)
+    result = pytester.runpytest_subprocess(
+        "-q", "-p", "no:cacheprovider", "-p", "pytest_django", "--ds=mysite.settings", timeout=120
+    )
+    result.assert_outcomes(passed=2)

@@ -29,7 +29,7 @@ import tempfile
 import textwrap
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -118,12 +118,19 @@ def parse_address(text: str) -> Address:
 class ServerProcess:
     """One command running in its own session, its stderr collected line by line."""
 
-    def __init__(self, argv: Sequence[str], *, cwd: Path, pass_fds: Sequence[int] = ()) -> None:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: Path,
+        pass_fds: Sequence[int] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.argv = list(argv)
         self.proc = subprocess.Popen(
             self.argv,
             cwd=cwd,
-            env=child_env(),
+            env={**child_env(), **(env or {})},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

@@ -23,7 +23,10 @@ def app(environ, start_response):
 
 def run(pytester: pytest.Pytester, source: str, *args: str) -> pytest.RunResult:
     pytester.makepyfile(test_user=APP + source)
-    return pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider", *args, timeout=60)
+    # pytest-django, when installed, would claim the tests using live_server (README).
+    return pytester.runpytest_subprocess(
+        "-q", "-p", "no:cacheprovider", "-p", "no:django", *args, timeout=60
+    )
 
 
 def test_the_plugin_is_registered_by_installing_wsgibridge(pytester: pytest.Pytester) -> None:

@@ -1,8 +1,12 @@
 """The pytest plugin: live wsgibridge servers as fixtures (registered via ``pytest11``).
 
 Installing wsgibridge is enough; ``-p no:wsgibridge`` turns the plugin off
-(for instance beside pytest-django or pytest-flask, which also define a
-``live_server``).
+(for instance beside pytest-flask, which also defines a ``live_server``).
+pytest-django, when installed, claims every test using a fixture named
+``live_server`` - this one too - and skips it without Django settings:
+``-p no:django`` where Django is not used; in a Django project, a conftest
+fixture puts pytest-django's own ``live_server`` on wsgibridge
+(``wsgibridge.testing.django``).
 
 * ``wsgi_server(app, **options)`` - a factory: each call starts a server on
   127.0.0.1, port 0, and returns it (``.url``, ``.host``, ``.port``,
@@ -29,27 +33,10 @@ from typing import Any
 import pytest
 
 from .._types import WSGIApp
-from ..serving.background import BackgroundServer
-from .requestlog import RequestLog
+from .liveserver import LiveServer
+from .liveserver import lint_report as _lint_report
 
 Factory = Callable[..., "LiveServer"]
-
-
-class LiveServer(BackgroundServer):
-    """A background server that records what it saw (and what the lint found)."""
-
-    def __init__(self, app: WSGIApp, *, lint: bool = True, **options: Any) -> None:
-        self.lint_violations: list[Any] = []
-        self.lint: Any = None
-        if lint:
-            from ..lint import LintMiddleware
-
-            app = self.lint = LintMiddleware(app, report=self.lint_violations.append)
-        super().__init__(app, **options)
-        server = self.server
-        self.requests = RequestLog(lambda: server.requests_begun)
-        server.observers.append(self.requests)
-        self.ca_file: str | None = None
 
 
 def _tls_files(directory: Path) -> tuple[str, str]:
@@ -62,15 +49,6 @@ def _tls_files(directory: Path) -> tuple[str, str]:
     ca.cert_pem.write_to_path(str(ca_file))
     cert.private_key_and_cert_chain_pem.write_to_path(str(server_file))
     return str(ca_file), str(server_file)
-
-
-def _lint_report(servers: list[LiveServer], skip: int = 0) -> str:
-    violations = [v for server in servers for v in server.lint_violations][skip:]
-    if not violations:
-        return ""
-    return "PEP 3333 lint found {} problem(s):\n\n{}".format(
-        len(violations), "\n\n".join(str(v) for v in violations)
-    )
 
 
 _SERVERS = pytest.StashKey[list[LiveServer]]()

@@ -1,0 +1,1 @@
+"""A minimal Django project served, unchanged, by wsgibridge (see the README, "Django")."""

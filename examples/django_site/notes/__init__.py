@@ -1,0 +1,1 @@
+"""The example's one app: notes with an attached file, a form and the admin."""
