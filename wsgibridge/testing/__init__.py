@@ -4,14 +4,18 @@ Rule: test tooling over a real server; nothing in the server imports it.
 ``wsgibridge.testing.StopableWSGIServer`` replaces WebTest's (and the module
 ``webtest.http`` whole, with ``check_server`` and ``get_free_port``); the
 pytest plugin (``wsgibridge.testing.plugin``, registered as ``wsgibridge``)
-records each request as a :class:`RecordedRequest`.
+records each request as a :class:`RecordedRequest` and hands out
+:class:`RawClient` connections.
 """
 
+from .rawclient import RawClient, RawResponse
 from .requestlog import RecordedRequest, RequestLog
 from .webtest import WAITRESS_OPTIONS, StopableWSGIServer, check_server, get_free_port
 
 __all__ = [
     "WAITRESS_OPTIONS",
+    "RawClient",
+    "RawResponse",
     "RecordedRequest",
     "RequestLog",
     "StopableWSGIServer",

@@ -10,6 +10,8 @@ Installing wsgibridge is enough; ``-p no:wsgibridge`` turns the plugin off
   HTTPS with a throwaway certificate (needs ``trustme``; ``.ca_file`` is the
   CA to verify it with).  Other options are :class:`~wsgibridge.Config`
   fields.
+* ``raw_client(server)`` - a :class:`~wsgibridge.testing.RawClient`: raw
+  bytes out, responses parsed only when asked; closed when the test ends.
 * ``live_server`` / ``live_server_https`` - one server for the ``wsgi_app``
   fixture you define.
 
@@ -30,6 +32,7 @@ import pytest
 
 from .._types import WSGIApp
 from ..serving.background import BackgroundServer
+from .rawclient import TIMEOUT, RawClient
 from .requestlog import RequestLog
 
 Factory = Callable[..., "LiveServer"]
@@ -104,6 +107,25 @@ def wsgi_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Fact
     report = _lint_report(servers, skip=request.node.stash.get(_REPORTED, 0))
     if report:
         pytest.fail(report, pytrace=False)
+
+
+RawClientFactory = Callable[..., RawClient]
+
+
+@pytest.fixture
+def raw_client() -> Iterator[RawClientFactory]:
+    """``raw_client(server, timeout=5.0)``: a :class:`RawClient` connected to a live server
+    (anything with ``.host`` and ``.port``); all are closed when the test ends."""
+    clients: list[RawClient] = []
+
+    def connect(server: Any, *, timeout: float = TIMEOUT) -> RawClient:
+        client = RawClient(server.host, server.port, timeout=timeout)
+        clients.append(client)
+        return client
+
+    yield connect
+    for client in clients:
+        client.close()
 
 
 @pytest.fixture
