@@ -8,8 +8,12 @@ Installing wsgibridge is enough; ``-p no:wsgibridge`` turns the plugin off
   127.0.0.1, port 0, and returns it (``.url``, ``.host``, ``.port``,
   ``.requests``); all are stopped when the test ends.  ``https=True`` serves
   HTTPS with a throwaway certificate (needs ``trustme``; ``.ca_file`` is the
-  CA to verify it with).  Other options are :class:`~wsgibridge.Config`
-  fields.
+  CA to verify it with).  ``record_body_limit`` (64 KiB) caps the request
+  bodies recorded; other options are :class:`~wsgibridge.Config` fields.
+  ``server.faults`` makes it misbehave on its side of the wire
+  (:class:`~wsgibridge.testing.Faults`: delays, slow or stopped reading,
+  cuts, malformed status lines and framing, refused connections), cleared
+  when the test ends.
 * ``raw_client(server)`` - a :class:`~wsgibridge.testing.RawClient`: raw
   bytes out, responses parsed only when asked; closed when the test ends.
 * ``live_server`` / ``live_server_https`` - one server for the ``wsgi_app``
@@ -31,28 +35,53 @@ from typing import Any
 import pytest
 
 from .._types import WSGIApp
+from ..accesslog import AccessRecord
 from ..serving.background import BackgroundServer
+from .faults import Faults
+from .faultyhandler import RECORD_BODY_LIMIT, handler_for, recorded_body
 from .rawclient import TIMEOUT, RawClient
-from .requestlog import RequestLog
+from .requestlog import RecordedRequest, RequestLog
 
 Factory = Callable[..., "LiveServer"]
 
 
 class LiveServer(BackgroundServer):
-    """A background server that records what it saw (and what the lint found)."""
+    """A background server that records what it saw (and what the lint found), and
+    misbehaves on request (``.faults``, a :class:`~wsgibridge.testing.Faults`)."""
 
-    def __init__(self, app: WSGIApp, *, lint: bool = True, **options: Any) -> None:
+    def __init__(
+        self,
+        app: WSGIApp,
+        *,
+        lint: bool = True,
+        record_body_limit: int = RECORD_BODY_LIMIT,
+        **options: Any,
+    ) -> None:
         self.lint_violations: list[Any] = []
         self.lint: Any = None
         if lint:
             from ..lint import LintMiddleware
 
             app = self.lint = LintMiddleware(app, report=self.lint_violations.append)
+        self.faults = Faults()
+        options.setdefault("handler_class", handler_for(self.faults, record_body_limit))
         super().__init__(app, **options)
         server = self.server
         self.requests = RequestLog(lambda: server.requests_begun)
-        server.observers.append(self.requests)
+        server.observers.append(self._record)
         self.ca_file: str | None = None
+
+    def _record(self, record: AccessRecord) -> None:
+        tee = recorded_body()
+        request = RecordedRequest.from_record(record)
+        if tee is not None:
+            request = RecordedRequest.from_record(record, tee.data, tee.truncated)
+        self.requests.add(request, record.timestamp - record.duration)
+
+    def stop(self, timeout: float | None = None, *, delay: float = 0.0) -> float:
+        """Clear the faults (waking requests asleep on one), then stop."""
+        self.faults.clear()
+        return super().stop(timeout, delay=delay)
 
 
 def _tls_files(directory: Path) -> tuple[str, str]:
