@@ -66,6 +66,7 @@ MARKERS = {
     "upload-guard": "class UploadGuard(WSGIRequestHandler):",
     "background": "with serve_in_thread(app) as server:",
     "pytest": "def test_home(live_server):",
+    "faults": "def test_retries_past_dropped_connections(wsgi_server):",
     "webtest": "server = StopableWSGIServer.create(app)",
 }
 
@@ -142,5 +143,12 @@ def test_the_self_contained_blocks_run(tmp_path: Path, name: str) -> None:
 
 def test_the_pytest_block_passes(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_readme_block=block_with(MARKERS["pytest"]))
+    result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=3)
+
+
+def test_the_faults_block_passes(pytester: pytest.Pytester) -> None:
+    """The retry, timeout and raw-client tests pass as written: each fault did its part."""
+    pytester.makepyfile(test_readme_faults=block_with(MARKERS["faults"]))
     result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=3)

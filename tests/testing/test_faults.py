@@ -200,6 +200,19 @@ def test_cut_inside_the_body_is_an_incomplete_read(
         connection.close()
 
 
+def test_a_body_cut_short_is_not_retried(
+    server: LiveServer, raw_client: RawFactory, session: requests.Session
+) -> None:
+    """urllib3 retries until the head is in; requests reads the body after that."""
+    client = raw_client(server)
+    client.send(get(server))
+    whole = client.recv_response()
+    server.faults.cut_after(len(whole.raw) - len(whole.body) + 5)
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        retrying(session).get(server.url, timeout=5)
+    assert len(server.requests) == 2  # the measuring request, and one attempt
+
+
 def test_refused_connections_are_retried_until_one_is_served(
     server: LiveServer, session: requests.Session
 ) -> None:
