@@ -230,14 +230,14 @@ def test_refusing_for_a_while_spares_kept_alive_connections(
     kept = raw_client(server)
     kept.send(get(server))
     assert kept.recv_response().status == 200
-    server.faults.refuse_connections(0.5)
+    server.faults.refuse_connections(1.0)
     with pytest.raises(ConnectionResetError):
         refused = raw_client(server)  # the reset can come before connect() returns
         refused.send(get(server))
         assert refused.sock.recv(1) == b"", "a response to a refused connection"
     kept.send(get(server))
     assert kept.recv_response().status == 200  # an open connection is served
-    time.sleep(0.6)
+    time.sleep(1.1)
     later = raw_client(server)
     later.send(get(server))
     assert later.recv_response().status == 200
@@ -324,7 +324,7 @@ def test_faults_apply_to_their_path_for_their_count(
 
 
 def test_faults_of_different_kinds_combine(server: LiveServer, raw_client: RawFactory) -> None:
-    server.faults.delay_response(0.3)
+    server.faults.delay_response(1.0)
     server.faults.malformed_status(b"HTTP/1.1 299 Odd")
     client = raw_client(server, timeout=0.1)
     client.send(get(server))
