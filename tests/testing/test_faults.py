@@ -8,6 +8,7 @@ server answering normally again, so a retry test sees fail-then-succeed.
 from __future__ import annotations
 
 import http.client
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -56,6 +57,7 @@ def session() -> Iterator[requests.Session]:
 def retrying(session: requests.Session, total: int = 3) -> requests.Session:
     retry = Retry(total=total, connect=total, read=total, backoff_factor=0)
     session.mount("http://", HTTPAdapter(max_retries=retry))
+    session.mount("https://", HTTPAdapter(max_retries=retry))
     return session
 
 
@@ -411,3 +413,17 @@ def test_the_server_stops_promptly_with_requests_held(wsgi_server: Factory) -> N
     thread.join(5)
     assert not thread.is_alive()
     assert errors  # the held upload got no answer
+
+
+def test_faults_apply_over_https(wsgi_server: Factory, session: requests.Session) -> None:
+    server = wsgi_server(app, https=True)
+    server.faults.cut_after(10, times=1)
+    assert retrying(session).get(server.url, verify=server.ca_file, timeout=5).ok
+    server.faults.malformed_status("bad-code", times=1)
+    assert server.ca_file is not None
+    context = ssl.create_default_context(cafile=server.ca_file)
+    with httpx.Client(verify=context, timeout=5) as client:
+        with pytest.raises(httpx.RemoteProtocolError):
+            client.get(server.url)
+        assert client.get(server.url).status_code == 200
+    assert len(server.requests) == 4
