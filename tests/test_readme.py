@@ -67,6 +67,7 @@ MARKERS = {
     "upload-guard": "class UploadGuard(WSGIRequestHandler):",
     "background": "with serve_in_thread(app) as server:",
     "pytest": "def test_home(live_server):",
+    "faults": "def test_retries_past_dropped_connections(wsgi_server):",
     "webtest": "server = StopableWSGIServer.create(app)",
     "django-testcase": "server_thread_class = LiveServerThread  # was Django's, on wsgiref",
     "pytest-django": "server.thread = LiveServerThread.replacing(server.thread)",
@@ -199,3 +200,10 @@ def test_the_pytest_django_block_moves_live_server_onto_wsgibridge(
         "-q", "-p", "no:cacheprovider", "-p", "pytest_django", "--ds=mysite.settings", timeout=120
     )
     result.assert_outcomes(passed=2)
+
+
+def test_the_faults_block_passes(pytester: pytest.Pytester) -> None:
+    """The retry, timeout and raw-client tests pass as written: each fault did its part."""
+    pytester.makepyfile(test_readme_faults=block_with(MARKERS["faults"]))
+    result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=3)

@@ -12,8 +12,14 @@ fixture puts pytest-django's own ``live_server`` on wsgibridge
   127.0.0.1, port 0, and returns it (``.url``, ``.host``, ``.port``,
   ``.requests``); all are stopped when the test ends.  ``https=True`` serves
   HTTPS with a throwaway certificate (needs ``trustme``; ``.ca_file`` is the
-  CA to verify it with).  Other options are :class:`~wsgibridge.Config`
-  fields.
+  CA to verify it with).  ``record_body_limit`` (64 KiB) caps the request
+  bodies recorded; other options are :class:`~wsgibridge.Config` fields.
+  ``server.faults`` makes it misbehave on its side of the wire
+  (:class:`~wsgibridge.testing.Faults`: delays, slow or stopped reading,
+  cuts, malformed status lines and framing, refused connections), cleared
+  when the test ends.
+* ``raw_client(server)`` - a :class:`~wsgibridge.testing.RawClient`: raw
+  bytes out, responses parsed only when asked; closed when the test ends.
 * ``live_server`` / ``live_server_https`` - one server for the ``wsgi_app``
   fixture you define.
 
@@ -35,6 +41,7 @@ import pytest
 from .._types import WSGIApp
 from .liveserver import LiveServer
 from .liveserver import lint_report as _lint_report
+from .rawclient import TIMEOUT, RawClient
 
 Factory = Callable[..., "LiveServer"]
 
@@ -82,6 +89,25 @@ def wsgi_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Fact
     report = _lint_report(servers, skip=request.node.stash.get(_REPORTED, 0))
     if report:
         pytest.fail(report, pytrace=False)
+
+
+RawClientFactory = Callable[..., RawClient]
+
+
+@pytest.fixture
+def raw_client() -> Iterator[RawClientFactory]:
+    """``raw_client(server, timeout=5.0)``: a :class:`RawClient` connected to a live server
+    (anything with ``.host`` and ``.port``); all are closed when the test ends."""
+    clients: list[RawClient] = []
+
+    def connect(server: Any, *, timeout: float = TIMEOUT) -> RawClient:
+        client = RawClient(server.host, server.port, timeout=timeout)
+        clients.append(client)
+        return client
+
+    yield connect
+    for client in clients:
+        client.close()
 
 
 @pytest.fixture

@@ -26,9 +26,16 @@ class RecordedRequest:
     headers: Sequence[tuple[str, str]] = field(repr=False)
     body_size: int  # request body bytes received
     status: int  # the status sent
+    # The body as the app read it from wsgi.input (de-chunked), its first
+    # ``record_body_limit`` bytes; ``body_truncated`` when the app read more.
+    # What the app left unread is not kept (``body_size`` counts it).
+    body: bytes = field(default=b"", repr=False)
+    body_truncated: bool = False
 
     @classmethod
-    def from_record(cls, record: AccessRecord) -> RecordedRequest:
+    def from_record(
+        cls, record: AccessRecord, body: bytes = b"", body_truncated: bool = False
+    ) -> RecordedRequest:
         return cls(
             method=record.method,
             path=record.path,
@@ -36,6 +43,8 @@ class RecordedRequest:
             headers=tuple(record.request_headers),
             body_size=record.bytes_received,
             status=record.status,
+            body=body,
+            body_truncated=body_truncated,
         )
 
     def header(self, name: str, default: str | None = None) -> str | None:
@@ -65,13 +74,16 @@ class RequestLog:
         self._cleared = 0  # records dropped by clear(), still counted as begun
 
     def __call__(self, record: AccessRecord) -> None:
+        self.add(RecordedRequest.from_record(record), record.timestamp - record.duration)
+
+    def add(self, request: RecordedRequest, began: float) -> None:
+        """Record ``request``, which began at ``began`` (``time.time()``)."""
         # In the order the requests began: two clients' requests can finish
         # (and be recorded) in the other order.
-        began = record.timestamp - record.duration
         with self._lock:
             at = bisect.bisect(self._began, began)
             self._began.insert(at, began)
-            self._requests.insert(at, RecordedRequest.from_record(record))
+            self._requests.insert(at, request)
 
     def __iter__(self) -> Any:
         return iter(self.snapshot())
