@@ -32,6 +32,7 @@ from ..test_serving_processes import (
     short_directory,
 )
 from .prefork_helpers import launcher_in
+from .test_scrape import requests_total, total
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]  # starts real processes
 
@@ -60,19 +61,6 @@ def scrape(launch: Launcher, address: Address) -> Families:
     assert response.header("Content-Type") == "text/plain; version=0.0.4; charset=utf-8"
     text = response.body.decode("utf-8")
     return {family.name: family for family in text_string_to_metric_families(text)}
-
-
-def total(families: Families, family: str, sample: str | None = None, **labels: str) -> float:
-    name = sample or family
-    return sum(
-        float(s.value)
-        for s in families[family].samples
-        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
-    )
-
-
-def requests_total(families: Families, **labels: str) -> float:
-    return total(families, "wsgibridge_requests", "wsgibridge_requests_total", **labels)
 
 
 def one_request(launch: Launcher, address: Address, raw: bytes | None = None) -> bytes:

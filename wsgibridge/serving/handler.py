@@ -301,16 +301,8 @@ class WSGIRequestHandler(ConnectionStream, ExchangeLogging, BaseHTTPRequestHandl
             ("Content-Length", str(len(body))),
             ("Cache-Control", "no-store"),
         ]
-        has_body = head.chunked or bool(head.content_length)
         # A probe sends no body; one that does is not read: the connection closes.
-        if status != HTTPStatus.OK or has_body or not head.keep_alive or server.draining:
-            self.close_connection = True
-            self.linger_on_close = has_body
-            headers.append(("Connection", "close"))
-        elif head.version != "HTTP/1.1":
-            headers.append(("Connection", "keep-alive"))
-        headers.append(("Date", http_date()))
-        headers.append(("Server", self.writer_class.server_software))
+        self.end_own_headers(head, headers, close=status != HTTPStatus.OK)
         sent = b"" if method == "HEAD" else body
         try:
             self.send_head(status.value, status.phrase, headers, sent)
@@ -326,6 +318,27 @@ class WSGIRequestHandler(ConnectionStream, ExchangeLogging, BaseHTTPRequestHandl
             exchange.error_headers = headers
             self.log_access()
         return True
+
+    def end_own_headers(
+        self, head: RequestHead, headers: list[tuple[str, str]], close: bool = False
+    ) -> None:
+        """``Connection``, ``Date`` and ``Server`` for an answer the server makes itself
+        (the health path, a static file), the app not called.
+
+        The connection closes when ``close`` says so, when the request has a body
+        (never read: what the client sent is not parsed as a request), when the
+        client asked, or when the server is draining; an HTTP/1.0 client that
+        asked to keep it is told it is kept.
+        """
+        has_body = head.chunked or bool(head.content_length)
+        if close or has_body or not head.keep_alive or self.server.draining:
+            self.close_connection = True
+            self.linger_on_close = has_body
+            headers.append(("Connection", "close"))
+        elif head.version != "HTTP/1.1":
+            headers.append(("Connection", "keep-alive"))
+        headers.append(("Date", http_date()))
+        headers.append(("Server", self.writer_class.server_software))
 
     # -- the request's fields, for code written against BaseHTTPRequestHandler ------------
 

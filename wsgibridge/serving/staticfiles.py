@@ -33,7 +33,6 @@ from ..config import Config
 from ..errors import ConfigError, MethodNotAllowed, NotFound
 from ..http.environ import split_target
 from ..http.parser import RequestHead
-from ..http.response import http_date
 from ..http.static import Plan, check_method, file_name, plan, refusal
 from .exchange import Exchange
 
@@ -132,6 +131,10 @@ class StaticHandler(Protocol):
 
     def send_file(self, file: Any, offset: int, count: int) -> int: ...
 
+    def end_own_headers(
+        self, head: RequestHead, headers: list[tuple[str, str]], close: bool = False
+    ) -> None: ...
+
     def log_access(self) -> None: ...
 
 
@@ -168,17 +171,9 @@ def answer(
 def _send(handler: StaticHandler, head: RequestHead, chosen: Plan, file: BinaryIO | None) -> None:
     """The plan's head and body (the file's span by ``sendfile``), keep-alive as for the app."""
     headers = chosen.headers
-    has_body = head.chunked or bool(head.content_length)
     # A GET with a body is not read: the connection closes after the answer
     # (as for the health path), so what the client sent is never parsed as a request.
-    if has_body or not head.keep_alive or handler.server.draining:
-        handler.close_connection = True
-        handler.linger_on_close = has_body
-        headers.append(("Connection", "close"))
-    elif head.version != "HTTP/1.1":
-        headers.append(("Connection", "keep-alive"))
-    headers.append(("Date", http_date()))
-    headers.append(("Server", handler.writer_class.server_software))
+    handler.end_own_headers(head, headers)
     exchange = handler.exchange
     exchange.status_code = chosen.status
     exchange.error_headers = headers  # the response's fields, for the access record
