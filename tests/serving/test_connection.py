@@ -948,6 +948,54 @@ def test_client_named_by_the_proxy_line_cannot_forge_x_forwarded_for(
     assert "HTTP_X_FORWARDED_FOR" not in app.last
 
 
+@pytest.mark.parametrize(
+    "header",
+    [
+        pytest.param(b"PROXY UNKNOWN\r\n", id="v1-unknown"),
+        pytest.param(proxy_v2(0x1, 0x00, b""), id="v2-unspec"),
+        pytest.param(proxy_v2(0x1, 0x31, b"\0" * 216), id="v2-unix"),
+        pytest.param(proxy_v2(0x1, 0x12, V2_TCP4[16:]), id="v2-udp4"),
+    ],
+)
+def test_a_client_the_proxy_calls_unknown_cannot_forge_forwarding_or_request_ids(
+    serve: ServerFactory, header: bytes
+) -> None:
+    """The real endpoints stand (the trusted proxy's address), but the bytes after the
+    header are some client's, passed through: its X-Forwarded-For and X-Request-ID are not
+    believed as if the proxy had sent them."""
+    app = Recorder()
+    server = serve(app, proxy_protocol=True, request_id_header="X-Request-ID")
+    response, own_port = raw_request(
+        server,
+        header
+        + get(
+            "/",
+            b"X-Forwarded-For: 198.51.100.1\r\n",
+            b"X-Request-ID: forged-by-the-client\r\n",
+            b"Connection: close\r\n",
+        ),
+    )
+    assert response.status == 200
+    assert (app.last["REMOTE_ADDR"], app.last["REMOTE_PORT"]) == ("127.0.0.1", str(own_port))
+    assert "HTTP_X_FORWARDED_FOR" not in app.last
+    assert app.last["wsgibridge.request_id"] != "forged-by-the-client"
+    assert response.header("X-Request-ID") == app.last["wsgibridge.request_id"]
+
+
+def test_the_proxy_s_own_local_connection_stays_trusted(serve: ServerFactory) -> None:
+    """v2 LOCAL: "the connection was established on purpose by the proxy without being
+    relayed" - what it sends is the trusted proxy's own."""
+    app = Recorder()
+    server = serve(app, proxy_protocol=True, request_id_header="X-Request-ID")
+    response, _ = raw_request(
+        server,
+        proxy_v2(0x0, 0x00, b"")
+        + get("/", b"X-Request-ID: from-the-proxy\r\n", b"Connection: close\r\n"),
+    )
+    assert response.status == 200
+    assert app.last["wsgibridge.request_id"] == "from-the-proxy"
+
+
 def test_proxy_line_before_the_tls_handshake(serve: ServerFactory, certs: Certs) -> None:
     """proxy-protocol.txt §2.1: the header is "sent immediately and at once upon the
     connection establishment and prepended before any data flowing from the sender to the

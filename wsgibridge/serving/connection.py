@@ -57,6 +57,7 @@ class Connection:
     __slots__ = (
         "accepted_at",
         "address",
+        "client_unknown",
         "drained",
         "fd",
         "generation",
@@ -79,6 +80,9 @@ class Connection:
         # expected (any more).
         self.proxy_line: bytes | None = b"" if expect_proxy_line else None
         self.proxy_peer: Any = None  # the proxy's own address, once a PROXY header named the client
+        # A PROXY header said the client is unknown (v1 UNKNOWN, v2 PROXY with an
+        # unsupported family): the bytes are some client's, passed through.
+        self.client_unknown = False
         self.handler: WSGIRequestHandler | None = None
         self.state = ACTIVE
         self.generation = 0  # bumped on every park, so a stale deadline is ignored
@@ -266,6 +270,7 @@ class Connections:
             if done:
                 handler = self.host.handler_class(conn.sock, conn.address, self.host)
                 handler.proxy_peer = conn.proxy_peer
+                handler.client_unknown = conn.client_unknown
                 handler.connected(conn.accepted_at)
                 return handler
             if not readable(conn.sock, 0.0):
@@ -306,6 +311,11 @@ class Connections:
             # as the connection's source" (the PROXY protocol specification, 2.1).
             conn.proxy_peer = conn.address
             conn.address = (header.source, header.source_port)
+        elif header.family == "UNKNOWN":
+            # The real endpoints stand (the proxy's address), but what follows is
+            # not the proxy's own request: its forwarding headers and request id
+            # are not believed (LOCAL is the proxy's own, a health check).
+            conn.client_unknown = True
         return True
 
     def _tls_step(self, conn: Connection, context: ssl.SSLContext, deadline: float) -> bool:

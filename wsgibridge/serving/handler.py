@@ -72,6 +72,7 @@ LOGGED_LINE_MAX = 512  # bytes of a refused request line kept for the logs
 # the health path when there is none, so the check costs one startswith.
 NO_HEALTH_PATH = "\0"
 HEALTH_BODIES = {200: b"ok\n", 503: b"stopping\n"}
+NO_TRUST = TrustedProxies("")  # for a client a PROXY header said is unknown
 
 
 def not_mounted(environ: dict[str, Any], start_response: Any) -> list[bytes]:
@@ -172,6 +173,9 @@ class WSGIRequestHandler(ConnectionStream, ExchangeLogging, BaseHTTPRequestHandl
         # The proxy's own address when a PROXY protocol line named the client
         # (``client_address``); set by the server.
         self.proxy_peer: Any = None
+        # A PROXY header said the client is unknown: the peer (the proxy) is not
+        # trusted for what the client sent through it; set by the server.
+        self.client_unknown = False
         # TLS facts (HTTPS, SSL_CLIENT_CERT …) are the same for every request.
         self.tls_environ = tls_environ(sock) if isinstance(sock, ssl.SSLSocket) else {}
         self.health_path = config.health_path or NO_HEALTH_PATH
@@ -448,7 +452,7 @@ class WSGIRequestHandler(ConnectionStream, ExchangeLogging, BaseHTTPRequestHandl
             environ.update(self.tls_environ)
         # From trusted proxies, X-Forwarded-* / Forwarded rewrite REMOTE_ADDR,
         # wsgi.url_scheme and HTTP_HOST; from anyone else they are removed.
-        apply_forwarded(environ, server.trusted_proxies)
+        apply_forwarded(environ, NO_TRUST if self.client_unknown else server.trusted_proxies)
         # RFC 3875 §4.1.9: REMOTE_HOST "SHOULD" be set, and the server "MAY
         # substitute the value of REMOTE_ADDR" when it does not look names up
         # (we never do: a DNS lookup per request is slow and spoofable).
@@ -474,9 +478,8 @@ class WSGIRequestHandler(ConnectionStream, ExchangeLogging, BaseHTTPRequestHandl
         """
         peer = self.client_address
         address = str(peer[0]) if isinstance(peer, tuple) else ""
-        return choose_request_id(
-            headers, self._request_id_lower, address in self.server.trusted_proxies
-        )
+        trusted = not self.client_unknown and address in self.server.trusted_proxies
+        return choose_request_id(headers, self._request_id_lower, trusted)
 
     def run_wsgi(self, head: RequestHead, body: InputStream) -> None:
         """Run the app for the parsed request and settle the connection's fate."""
