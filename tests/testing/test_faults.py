@@ -79,6 +79,18 @@ def test_delay_response_makes_a_client_time_out_then_the_next_request_is_answere
     assert fault.hits == 1
 
 
+def test_a_faulted_response_keeps_its_request_id(
+    wsgi_server: Factory, session: requests.Session
+) -> None:
+    """With ``request_id_header``, a response sent under a fault carries the id the access
+    record has, as an unfaulted one does."""
+    server = wsgi_server(app, request_id_header="X-Request-ID", forwarded_allow_ips="127.0.0.1")
+    server.faults.delay_response(0.01, times=1)
+    faulted = session.get(server.url, headers={"X-Request-ID": "id-1"}, timeout=5)
+    plain = session.get(server.url, headers={"X-Request-ID": "id-2"}, timeout=5)
+    assert (faulted.headers["X-Request-ID"], plain.headers["X-Request-ID"]) == ("id-1", "id-2")
+
+
 def test_delay_first_byte_sends_the_head_then_waits(
     server: LiveServer, raw_client: RawFactory
 ) -> None:

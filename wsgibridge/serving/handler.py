@@ -48,7 +48,8 @@ from ..http.forwarded import apply_forwarded
 from ..http.parser import Limits, RequestHead
 from ..http.reader import SocketReader
 from ..http.requestid import ENVIRON_KEY as REQUEST_ID_KEY
-from ..http.requestid import choose_request_id, echo_request_id
+from ..http.requestid import choose_request_id
+from ..http.requestid import echo_request_id as add_id_field
 from ..http.response import (
     ResponseWriter,
     encode_head,
@@ -541,11 +542,7 @@ class WSGIRequestHandler(ConnectionStream, ExchangeLogging, BaseHTTPRequestHandl
         Unless a subclass overrides one of those two, the same bytes are made
         here in one go (the stock methods cost a call and an encode per line).
         """
-        if self.request_id_header:
-            # In the list being sent, which is the one the access log reads.
-            echo_request_id(
-                headers, self.request_id_header, self._request_id_lower, self.exchange.request_id
-            )
+        self.echo_request_id(headers)
         cls = type(self)
         if (
             cls.send_header is BaseHTTPRequestHandler.send_header
@@ -563,6 +560,14 @@ class WSGIRequestHandler(ConnectionStream, ExchangeLogging, BaseHTTPRequestHandl
             buffer.append(body)
         self._headers_buffer = []
         self._send(b"".join(buffer))
+
+    def echo_request_id(self, headers: list[tuple[str, str]]) -> None:
+        """With ``request_id_header``: the request's id added to the ``headers`` about to be
+        sent (unless the app set that field) - the list the access log reads too."""
+        if self.request_id_header:
+            add_id_field(
+                headers, self.request_id_header, self._request_id_lower, self.exchange.request_id
+            )
 
     def send_body(self, data: bytes) -> None:
         self._send(data)

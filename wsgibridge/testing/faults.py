@@ -1,8 +1,10 @@
 """Faults a live test server injects on its side of the wire: ``Faults`` and ``Fault``.
 
 Rule: a schedule, and nothing else - which misbehaviour applies to the next
-request (or connection), decided once when the request head has arrived;
-the handler in ``faultyhandler.py`` carries it out.  Every fault is
+request (or connection), decided once when the request head has arrived
+and the app is to answer it (the server's own answers - the health path,
+``--static`` files, refusals - are never faulted); the handler in
+``faultyhandler.py`` carries it out.  Every fault is
 bounded: a delay is at most :data:`MAX_DELAY` seconds, and :meth:`Faults.clear`
 (called when the test ends) removes them all and wakes every request that is
 sleeping on one, so a server stops in milliseconds whatever was scheduled.
