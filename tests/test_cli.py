@@ -395,6 +395,7 @@ def test_module_entry_point_reports_import_error(argv: list[str], tmp_path: Path
         {"static": (("/s", "a", "b"),)},
         {"static": 3},
         {"static_cache_control": "public\r\nSet-Cookie: x"},
+        {"static_cache_control": "max-age=60, €"},  # not ASCII: cannot be sent
         # NaN passes "<= 0"; a NaN or infinite timeout would fail only at run time.
         {"keepalive_timeout": float("nan")},
         {"read_timeout": float("inf")},

@@ -446,8 +446,13 @@ class Config:
         if prefix and (not prefix.startswith("/") or prefix.endswith("/")):
             raise ValueError(f"url_prefix must start with '/' and not end with '/', not {prefix!r}")
         object.__setattr__(self, "static", static_mounts(self.static))
-        if not self.static_cache_control.isprintable():
-            raise ValueError("static_cache_control must be printable text (no line breaks)")
+        cache_control = self.static_cache_control
+        if not (cache_control.isascii() and cache_control.isprintable()):
+            # A field value is sent as bytes (RFC 9110 §5.5: VCHAR, SP, HTAB): ASCII here.
+            raise ValueError(
+                "static_cache_control must be printable ASCII (no line breaks),"
+                f" not {cache_control!r}"
+            )
         if self.url_scheme not in ("", "http", "https"):
             raise ValueError(f"url_scheme must be http or https, not {self.url_scheme!r}")
         # "a,b" and ("a", "b") are the same: an option given once can list them all.
