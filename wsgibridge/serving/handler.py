@@ -30,7 +30,7 @@ import logging
 import socket
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from http import HTTPStatus
 from http.client import HTTPMessage
 from http.server import BaseHTTPRequestHandler
@@ -48,18 +48,16 @@ from ..http.forwarded import apply_forwarded
 from ..http.parser import Limits, RequestHead
 from ..http.reader import SocketReader
 from ..http.requestid import ENVIRON_KEY as REQUEST_ID_KEY
-from ..http.requestid import choose_request_id
-from ..http.requestid import echo_request_id as add_id_field
 from ..http.response import (
     ResponseWriter,
     encode_head,
     error_response,
-    http_date,
     validate_headers,
 )
 from ..http.trusted import TrustedProxies
 from .exchange import Exchange, ExchangeLogging
 from .metrics import ServerMetrics
+from .ownanswers import NO_HEALTH_PATH, OwnAnswers
 from .staticfiles import StaticFiles
 from .staticfiles import answer as answer_static
 from .stream import ConnectionStream
@@ -69,10 +67,6 @@ access_log = logging.getLogger("wsgibridge.access")
 error_log = logging.getLogger("wsgibridge.error")
 
 LOGGED_LINE_MAX = 512  # bytes of a refused request line kept for the logs
-# What no request target starts with (the parser refuses control characters):
-# the health path when there is none, so the check costs one startswith.
-NO_HEALTH_PATH = "\0"
-HEALTH_BODIES = {200: b"ok\n", 503: b"stopping\n"}
 NO_TRUST = TrustedProxies("")  # for a client a PROXY header said is unknown
 
 
@@ -123,7 +117,7 @@ class ServerContext(Protocol):
         """(SERVER_NAME, SERVER_PORT) for a connection."""
 
 
-class WSGIRequestHandler(ConnectionStream, ExchangeLogging, BaseHTTPRequestHandler):
+class WSGIRequestHandler(ConnectionStream, ExchangeLogging, OwnAnswers, BaseHTTPRequestHandler):
     """Serve each request on a connection by calling the server's WSGI app."""
 
     protocol_version = "HTTP/1.1"
@@ -281,70 +275,6 @@ class WSGIRequestHandler(ConnectionStream, ExchangeLogging, BaseHTTPRequestHandl
         self.request_version = head.version
         self.requestline = f"{head.method} {head.target} {head.version}"
 
-    def answer_health(self, head: RequestHead) -> bool:
-        """``GET``/``HEAD`` on ``health_path`` (a query allowed): 200 while serving, 503 once
-        the stop is coming, the app not called; False for anything else (the app's).
-
-        No access line unless ``health_access_log``; a 503 closes the connection.
-        """
-        target = head.target
-        path = self.health_path
-        if len(target) != len(path) and target[len(path)] != "?":
-            return False  # /healthz-other: the app's
-        method = head.method
-        if method != "GET" and method != "HEAD":
-            return False  # the app's to answer (the server only claims the probe)
-        self._take_head(head)
-        exchange = self.exchange
-        server = self.server
-        if self.request_id_header:
-            exchange.request_id = self.assign_request_id(head.headers)
-        status = HTTPStatus.SERVICE_UNAVAILABLE if server.stop_announced else HTTPStatus.OK
-        body = HEALTH_BODIES[status.value]
-        headers = [
-            ("Content-Type", "text/plain; charset=utf-8"),
-            ("Content-Length", str(len(body))),
-            ("Cache-Control", "no-store"),
-        ]
-        # A probe sends no body; one that does is not read: the connection closes.
-        self.end_own_headers(head, headers, close=status != HTTPStatus.OK)
-        sent = b"" if method == "HEAD" else body
-        try:
-            self.send_head(status.value, status.phrase, headers, sent)
-        except OSError:
-            self.close_connection = True
-            return True
-        self._idle_since = time.monotonic()
-        if server.config.health_access_log:
-            if server.observers:
-                server.note_request()
-            exchange.status_code = status.value
-            exchange.body_bytes = len(sent)
-            exchange.error_headers = headers
-            self.log_access()
-        return True
-
-    def end_own_headers(
-        self, head: RequestHead, headers: list[tuple[str, str]], close: bool = False
-    ) -> None:
-        """``Connection``, ``Date`` and ``Server`` for an answer the server makes itself
-        (the health path, a static file), the app not called.
-
-        The connection closes when ``close`` says so, when the request has a body
-        (never read: what the client sent is not parsed as a request), when the
-        client asked, or when the server is draining; an HTTP/1.0 client that
-        asked to keep it is told it is kept.
-        """
-        has_body = head.chunked or bool(head.content_length)
-        if close or has_body or not head.keep_alive or self.server.draining:
-            self.close_connection = True
-            self.linger_on_close = has_body
-            headers.append(("Connection", "close"))
-        elif head.version != "HTTP/1.1":
-            headers.append(("Connection", "keep-alive"))
-        headers.append(("Date", http_date()))
-        headers.append(("Server", self.writer_class.server_software))
-
     # -- the request's fields, for code written against BaseHTTPRequestHandler ------------
 
     @property
@@ -468,20 +398,6 @@ class WSGIRequestHandler(ConnectionStream, ExchangeLogging, BaseHTTPRequestHandl
             environ[REQUEST_ID_KEY] = environ[self._request_id_key] = request_id
         return environ
 
-    def assign_request_id(self, headers: Sequence[tuple[str, str]]) -> str:
-        """Hook: the id of the request with these fields (``request_id_header`` on): the
-        one it came with, from a trusted peer, or a new one (``http/requestid.py``).
-
-        Trusted as for the forwarding headers (``apply_forwarded``): the peer the
-        connection reports - after a PROXY protocol line, the client it names - is
-        in ``--forwarded-allow-ips``.  The handler keeps what this returns for the
-        environ, the response and the access line; it must be a valid field value.
-        """
-        peer = self.client_address
-        address = str(peer[0]) if isinstance(peer, tuple) else ""
-        trusted = not self.client_unknown and address in self.server.trusted_proxies
-        return choose_request_id(headers, self._request_id_lower, trusted)
-
     def run_wsgi(self, head: RequestHead, body: InputStream) -> None:
         """Run the app for the parsed request and settle the connection's fate."""
         server = self.server
@@ -560,14 +476,6 @@ class WSGIRequestHandler(ConnectionStream, ExchangeLogging, BaseHTTPRequestHandl
             buffer.append(body)
         self._headers_buffer = []
         self._send(b"".join(buffer))
-
-    def echo_request_id(self, headers: list[tuple[str, str]]) -> None:
-        """With ``request_id_header``: the request's id added to the ``headers`` about to be
-        sent (unless the app set that field) - the list the access log reads too."""
-        if self.request_id_header:
-            add_id_field(
-                headers, self.request_id_header, self._request_id_lower, self.exchange.request_id
-            )
 
     def send_body(self, data: bytes) -> None:
         self._send(data)
