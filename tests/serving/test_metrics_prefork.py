@@ -156,7 +156,8 @@ def test_a_worker_that_does_not_answer_delays_a_scrape_by_a_second_at_most(
     launch: Launcher,
 ) -> None:
     """A stopped worker (SIGSTOP) cannot answer: the scrape comes after the arbiter's
-    bounded wait, with that worker's last figures, and the next worker's are fresh."""
+    bounded wait, with that worker's last figures, and the next worker's are fresh; the
+    scrapes after it are not held up by the same worker again; woken, it catches up."""
     server = launch.start(
         "--port", "0", "--workers", "2", "--metrics-bind", "127.0.0.1:0", "--no-access-log",
         app="verapp:app",
@@ -174,12 +175,27 @@ def test_a_worker_that_does_not_answer_delays_a_scrape_by_a_second_at_most(
         late = scrape(launch, metrics)
         took = time.monotonic() - started
         server.wait_for(rf"metrics: no figures from worker\(s\) \[{pid}\] within 1s")
+        # The silent worker is not waited for again: the next scrapes come at once.
+        scrapers = [launch.connect(metrics) for _ in range(4)]
+        started = time.monotonic()
+        for sock in scrapers:
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: prometheus\r\n\r\n")
+        statuses = [ResponseReader(sock).read_response().status for sock in scrapers]
+        together = time.monotonic() - started
+        for sock in scrapers:
+            sock.close()
     finally:
         os.kill(pid, signal.SIGCONT)
     assert 0.9 < took < 4.0
+    assert statuses == [200] * 4
+    assert together < 0.9  # less than one wait; one each: 4 s
     # Its last request may be missing (it was counted after its last figures), no more.
     assert sent - 1 <= requests_total(late) <= sent
-    assert requests_total(scrape(launch, metrics)) == sent  # it answers again
+    # Woken, it answers the ask it missed, and the figures catch up.
+    deadline = time.monotonic() + 5
+    while requests_total(scrape(launch, metrics)) != sent and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert requests_total(scrape(launch, metrics)) == sent
 
 
 @needs_unix

@@ -39,8 +39,9 @@ its loop).
 With ``--metrics-bind`` the arbiter polls the metrics listener in its loop
 too and answers a scrape with the sum of the workers' figures, asked for
 over their channels (up to ``METRICS_WAIT``; a late or retiring worker counts
-with the last figures it sent, an exited one with its final ones: counters
-never go down as workers come and go).
+with the last figures it sent, and a late one is not waited for again until
+it answers; an exited one counts with its final ones: counters never go down
+as workers come and go).
 """
 
 from __future__ import annotations
@@ -394,7 +395,14 @@ class Arbiter:
 
     def collect_figures(self) -> Snapshot:
         """The sum of every worker's figures (asked for now) and those of the workers gone."""
-        asked = [w for w in self.workers.values() if w.ready and not w.retiring and w.channel]
+        # A worker still silent since the last ask is not asked or waited for again
+        # (its last figures count, its answer comes when it can): a stuck worker
+        # delays one scrape, not every one.
+        asked = [
+            w
+            for w in self.workers.values()
+            if w.ready and not w.retiring and w.channel and not w.asked
+        ]
         for worker in asked:
             worker.asked = worker.channel is not None and send_line(worker.channel, METRICS)
         deadline = time.monotonic() + METRICS_WAIT

@@ -88,6 +88,7 @@ class MetricsEndpoint:
         self.addresses = [listener_address(listener) for listener in self.listeners.values()]
         self.render = render
         self._scrapes: dict[int, _Scrape] = {}
+        self._body: bytes | None = None  # the figures rendered in this round of ready()
 
     def fds(self) -> list[int]:
         """The descriptors to wait on for reading."""
@@ -106,14 +107,21 @@ class MetricsEndpoint:
         In that order, so that a scraper who left makes room for a new one.
         """
         fds = list(readable)
-        for fd in fds:
-            scrape = self._scrapes.get(fd)
-            if scrape is not None:
-                self._read(scrape)
-        for fd in fds:
-            listener = self.listeners.get(fd)
-            if listener is not None:
-                self._accept(listener)
+        # One rendering for all the scrapes answered in this round: under the
+        # arbiter a rendering can wait up to a second for a late worker, and
+        # scrapes that came meanwhile must not wait a second each.
+        self._body = None
+        try:
+            for fd in fds:
+                scrape = self._scrapes.get(fd)
+                if scrape is not None:
+                    self._read(scrape)
+            for fd in fds:
+                listener = self.listeners.get(fd)
+                if listener is not None:
+                    self._accept(listener)
+        finally:
+            self._body = None
 
     def expire(self) -> None:
         """Close the scrapes whose client did not send a whole request in time."""
@@ -180,11 +188,13 @@ class MetricsEndpoint:
             return self._error(405, "the metrics are read with GET", allow)
         if target.partition("?")[0] != METRICS_PATH:
             return self._error(404, f"the metrics are at {METRICS_PATH}", head_only=bare)
-        try:
-            body = self.render().encode("utf-8")
-        except Exception:
-            log.exception("cannot render the metrics")
-            return self._error(500, head_only=bare)
+        body = self._body
+        if body is None:
+            try:
+                body = self._body = self.render().encode("utf-8")
+            except Exception:
+                log.exception("cannot render the metrics")
+                return self._error(500, head_only=bare)
         headers = [
             ("Content-Type", CONTENT_TYPE),
             ("Content-Length", str(len(body))),
