@@ -80,9 +80,12 @@ def test_max_worker_memory_recycles_a_growing_worker(launch: Launcher) -> None:
     """An app that keeps 20 MiB per ``/grow/20`` request: past ``--max-worker-memory 80``
     the worker asks to be replaced, and a new process answers; clients meanwhile see
     no failure."""
+    # A retiring worker keeps an idle keep-alive connection to its keep-alive deadline
+    # (75 s by default): 3 s bounds how long the replacement can take here.
     server = launch.start(
-        "--port", "0", "--max-worker-memory", "80", "--no-access-log", app="verapp:app"
-    )
+        "--port", "0", "--max-worker-memory", "80", "--keepalive-timeout", "3",
+        "--no-access-log", app="verapp:app",
+    )  # fmt: skip
     [address] = server.serving()
     grown = launch.get(address, "/grow/20")
     big = int(grown.body.split()[0])
