@@ -458,7 +458,8 @@ class WSGIRequestHandler(ConnectionStream, ExchangeLogging, OwnAnswers, BaseHTTP
         Unless a subclass overrides one of those two, the same bytes are made
         here in one go (the stock methods cost a call and an encode per line).
         """
-        self.echo_request_id(headers)
+        if self.request_id_header:  # off: no call per response
+            self.echo_request_id(headers)
         cls = type(self)
         if (
             cls.send_header is BaseHTTPRequestHandler.send_header

@@ -150,9 +150,9 @@ class OwnAnswers:
         return choose_request_id(headers, self._request_id_lower, trusted)
 
     def echo_request_id(self, headers: list[tuple[str, str]]) -> None:
-        """With ``request_id_header``: the request's id added to the ``headers`` about to be
-        sent (unless the app set that field) - the list the access log reads too."""
-        if self.request_id_header:
-            add_id_field(
-                headers, self.request_id_header, self._request_id_lower, self.exchange.request_id
-            )
+        """The request's id added to the ``headers`` about to be sent (unless the app set
+        that field) - the list the access log reads too; call it only with
+        ``request_id_header`` on."""
+        add_id_field(
+            headers, self.request_id_header, self._request_id_lower, self.exchange.request_id
+        )

@@ -237,7 +237,8 @@ class FaultyHandler(WSGIRequestHandler):
         if plan is None:
             super().send_head(status_code, reason, headers, body)
             return
-        self.echo_request_id(headers)  # as the stock send_head does
+        if self.request_id_header:  # as the stock send_head does
+            self.echo_request_id(headers)
         if plan.delay_response:
             self.faults.sleep(plan.delay_response)
         self._chunked = any(name.lower() == "transfer-encoding" for name, _ in headers)
